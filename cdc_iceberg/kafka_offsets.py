@@ -1,0 +1,212 @@
+"""Kafka offset bookkeeping: end offsets, the consumer group, lag.
+
+Spark's Kafka source never commits to a consumer group. The job therefore
+commits each batch's end offsets to ``KAFKA_CONSUMER_GROUP`` itself, after the
+Iceberg commit, so that ``kafka-consumer-groups --describe`` and the lag sensor
+show real progress. The pure functions here (lag, offset JSON) are unit tested;
+the rest talks to a real broker through kafka-python.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from cdc_iceberg.settings import Settings
+
+Offsets = dict[int, int]
+"""Partition number -> offset (the next offset to read)."""
+
+
+class TopicMissingError(RuntimeError):
+    """The configured topic does not exist on the broker."""
+
+
+# -- pure logic -------------------------------------------------------
+
+
+def lag(end: Mapping[int, int], committed: Mapping[int, int]) -> dict[int, int]:
+    """Records per partition between ``committed`` and ``end`` (a partition never committed lags fully)."""
+    return {p: max(0, end[p] - committed.get(p, 0)) for p in sorted(end)}
+
+
+def lag_with_floor(
+    end: Mapping[int, int], committed: Mapping[int, int], beginning: Mapping[int, int]
+) -> dict[int, int]:
+    """Lag where a never-committed partition counts from its first retained offset."""
+    return {p: max(0, end[p] - committed.get(p, beginning.get(p, 0))) for p in sorted(end)}
+
+
+def to_spark_json(topic: str, offsets: Mapping[int, int]) -> str:
+    """``{"topic": {"0": 12}}``: Spark's ``startingOffsets`` form (-2 earliest, -1 latest)."""
+    return json.dumps({topic: {str(p): int(o) for p, o in sorted(offsets.items())}})
+
+
+def from_spark_json(text: str, topic: str) -> Offsets:
+    """Inverse of :func:`to_spark_json` for one topic."""
+    data = json.loads(text)
+    return {int(p): int(o) for p, o in data.get(topic, {}).items()}
+
+
+def covers(table: Mapping[int, int], batch_end: Mapping[int, int]) -> bool:
+    """True when every partition of a batch ends at or before what the table holds."""
+    return all(table.get(p, -1) >= end for p, end in batch_end.items())
+
+
+# -- broker access ----------------------------------------------------
+
+
+@contextmanager
+def consumer(settings: Settings, group_id: str | None = None, **extra: Any) -> Iterator[Any]:
+    """A short-lived kafka-python consumer that never subscribes nor auto-commits."""
+    from kafka import KafkaConsumer
+
+    client = KafkaConsumer(
+        group_id=group_id,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        request_timeout_ms=30_000,
+        **settings.kafka_python_config(),
+        **extra,
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextmanager
+def admin(settings: Settings) -> Iterator[Any]:
+    from kafka import KafkaAdminClient
+
+    client = KafkaAdminClient(request_timeout_ms=30_000, **settings.kafka_python_config())
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _partitions(client: Any, topic: str) -> list[Any]:
+    from kafka import TopicPartition
+
+    partitions = client.partitions_for_topic(topic)
+    if not partitions:
+        raise TopicMissingError(f"Kafka topic {topic!r} does not exist (or has no partitions)")
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+def end_offsets(settings: Settings, topic: str | None = None) -> Offsets:
+    """The next offset to be written per partition (the last stable offset)."""
+    topic = topic or settings.kafka_topic
+    with consumer(settings) as client:
+        result = client.end_offsets(_partitions(client, topic))
+    return {tp.partition: off for tp, off in result.items()}
+
+
+def beginning_offsets(settings: Settings, topic: str | None = None) -> Offsets:
+    """The first offset still retained per partition."""
+    topic = topic or settings.kafka_topic
+    with consumer(settings) as client:
+        result = client.beginning_offsets(_partitions(client, topic))
+    return {tp.partition: off for tp, off in result.items()}
+
+
+def offsets_for_timestamp(settings: Settings, timestamp_ms: int) -> Offsets:
+    """Per partition, the first offset whose record time is at or after ``timestamp_ms``."""
+    with consumer(settings) as client:
+        parts = _partitions(client, settings.kafka_topic)
+        found = client.offsets_for_times({tp: timestamp_ms for tp in parts})
+        ends = client.end_offsets(parts)
+    return {
+        tp.partition: (found[tp].offset if found.get(tp) is not None else ends[tp])
+        for tp in parts
+    }
+
+
+def committed_offsets(settings: Settings, group: str | None = None) -> Offsets:
+    """What the consumer group has committed for the topic (absent partitions omitted)."""
+    group = group or settings.kafka_consumer_group
+    result = _retrying(lambda client: client.list_group_offsets({group: None}), settings).get(
+        group, {}
+    )
+    return {
+        tp.partition: meta.offset
+        for tp, meta in result.items()
+        if tp.topic == settings.kafka_topic and meta.offset is not None and meta.offset >= 0
+    }
+
+
+def commit_group_offsets(
+    settings: Settings, offsets: Mapping[int, int], group: str | None = None
+) -> None:
+    """Set the group's committed offsets (the group must have no active members)."""
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    if not offsets:
+        return
+    group = group or settings.kafka_consumer_group
+    payload = {
+        TopicPartition(settings.kafka_topic, p): OffsetAndMetadata(int(o), "", -1)
+        for p, o in offsets.items()
+    }
+    errors = _retrying(lambda client: client.alter_group_offsets(group, payload), settings)
+    failed = {tp.partition: err for tp, err in errors.items() if err.__name__ != "NoError"}
+    if failed:
+        raise RuntimeError(f"committing offsets to group {group!r} failed: {failed}")
+
+
+def _retrying(call: Any, settings: Settings, attempts: int = 20, pause: float = 1.0) -> Any:
+    """Run ``call(admin)``, retrying Kafka's retriable errors (e.g. a coordinator being elected)."""
+    from kafka.errors import KafkaError
+
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            with admin(settings) as client:
+                return call(client)
+        except KafkaError as error:
+            if not getattr(error, "retriable", False):
+                raise
+            last = error
+            time.sleep(pause)
+    assert last is not None
+    raise last
+
+
+def delete_group_offsets(settings: Settings, group: str | None = None) -> None:
+    """Forget the group's offsets for the topic."""
+    group = group or settings.kafka_consumer_group
+    with consumer(settings) as client:
+        parts = _partitions(client, settings.kafka_topic)
+    with admin(settings) as client:
+        try:
+            client.delete_group_offsets(group, parts)
+        except Exception as error:  # a group that never committed has nothing to delete
+            if "GroupIdNotFound" not in type(error).__name__:
+                raise
+
+
+def ensure_topic(
+    settings: Settings, partitions: int = 3, configs: Mapping[str, str] | None = None
+) -> None:
+    """Create the topic if it does not exist (local stack and tests)."""
+    from kafka.errors import TopicAlreadyExistsError
+
+    with admin(settings) as client:
+        try:
+            client.create_topics(
+                {
+                    settings.kafka_topic: {
+                        "num_partitions": partitions,
+                        "replication_factor": 1,
+                        "configs": dict(configs or {}),
+                    }
+                },
+                wait_for_metadata=True,
+            )
+        except TopicAlreadyExistsError:
+            pass

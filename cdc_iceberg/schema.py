@@ -1,0 +1,78 @@
+"""Columns of the Iceberg tables, shared by the job, validation and tests.
+
+The live table carries the source columns of ``public.articles`` plus the
+sequence that orders changes of one key, ``(ts_ms, lsn, kafka_partition,
+kafka_offset)``, compared as a whole:
+
+* ``ts_ms`` is Debezium's ``source.ts_ms``: the commit time of the change in
+  Postgres. The envelope's own ``ts_ms`` is the connector's processing time
+  and a replay or redelivery stamps a new one, so it never orders changes.
+* ``lsn`` is ``source.lsn``, the WAL position: it breaks ties between changes
+  committed in the same millisecond and orders several changes of one row
+  inside one transaction.
+* ``kafka_partition``/``kafka_offset`` break any remaining tie (snapshot reads
+  share one LSN), so the order is total and replaying a record is a no-op.
+"""
+
+from __future__ import annotations
+
+SOURCE_KEY = "article_id"
+
+# (name, Spark SQL type) of public.articles after Debezium's type mapping.
+SOURCE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("article_id", "string"),
+    ("title", "string"),
+    ("url", "string"),
+    ("source", "string"),
+    ("author", "string"),
+    ("body", "string"),
+    ("published_at", "timestamp"),
+    ("updated_at", "timestamp"),
+    ("word_count", "int"),
+)
+
+SEQUENCE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ts_ms", "bigint"),
+    ("lsn", "bigint"),
+    ("kafka_partition", "int"),
+    ("kafka_offset", "bigint"),
+)
+
+METADATA_COLUMNS: tuple[tuple[str, str], ...] = (
+    *SEQUENCE_COLUMNS,
+    ("cdc_op", "string"),
+    ("ingested_at", "timestamp"),
+)
+
+SEQUENCE = tuple(name for name, _ in SEQUENCE_COLUMNS)
+RESERVED = {name for name, _ in METADATA_COLUMNS}
+
+DLQ_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("pipeline_id", "string"),
+    ("topic", "string"),
+    ("kafka_partition", "int"),
+    ("kafka_offset", "bigint"),
+    ("kafka_timestamp", "timestamp"),
+    ("raw_key", "binary"),
+    ("raw_value", "binary"),
+    ("reason", "string"),
+    ("batch_id", "bigint"),
+    ("dead_lettered_at", "timestamp"),
+)
+
+TOMBSTONE_COLUMNS: tuple[tuple[str, str], ...] = (
+    (SOURCE_KEY, "string"),
+    *SEQUENCE_COLUMNS,
+    ("deleted_at", "timestamp"),
+)
+
+# Snapshot summary keys written with every commit of the job.
+SUMMARY_PIPELINE = "cdc.pipeline-id"
+SUMMARY_TOPIC = "cdc.topic"
+SUMMARY_BATCH = "cdc.batch-id"
+SUMMARY_OFFSETS = "cdc.offsets"  # cumulative end offsets after this commit {partition: next}
+SUMMARY_RANGE = "cdc.batch-range"  # this batch {partition: [start, end)}
+SUMMARY_METRICS = "cdc.metrics"
+
+# Widening Iceberg allows in place, by Spark SQL type name.
+SAFE_WIDENING = {("int", "bigint"), ("float", "double")}

@@ -1,0 +1,228 @@
+"""The one place that reads configuration.
+
+Every setting comes from an environment variable with a documented default; the
+DAGs, the Spark job, the plugins and the tools take a :class:`Settings` and
+never read ``os.environ`` themselves. The names and defaults of the Kafka and
+checkpoint settings are those of the original design document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+EventFormat = Literal["envelope", "flattened"]
+TruncatePolicy = Literal["dead-letter", "clear"]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the product cannot use."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Configuration of one pipeline (one topic into one table)."""
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_topic: str = "neuronews.public.articles"
+    kafka_consumer_group: str = "cdc_to_iceberg"
+    checkpoint_location: str = "/tmp/checkpoints/cdc_to_iceberg"
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = 200_000
+
+    iceberg_catalog_name: str = "lakehouse"
+    iceberg_catalog_uri: str = "sqlite:////tmp/iceberg/catalog.db"
+    iceberg_warehouse: str = "file:///tmp/iceberg/warehouse"
+    iceberg_table: str = "neuronews.articles"
+    iceberg_dlq_table: str = ""
+
+    pipeline_id: str = ""
+    event_format: EventFormat = "envelope"
+    truncate_policy: TruncatePolicy = "dead-letter"
+    tombstone_retention_hours: int = 24 * 7
+    spark_master: str = "local[*]"
+    spark_shuffle_partitions: int = 4
+    jars_dir: str = str(PROJECT_ROOT / "build" / "jars" / "spark")
+
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = dataclasses.field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
+
+    # crash injection for the test suite (see jobs/cdc_to_iceberg.failpoint)
+    failpoint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.iceberg_dlq_table:
+            object.__setattr__(self, "iceberg_dlq_table", self.iceberg_table + "_dlq")
+        if not self.pipeline_id:
+            object.__setattr__(self, "pipeline_id", self.kafka_consumer_group)
+        for name in ("iceberg_table", "iceberg_dlq_table"):
+            _check_table_name(name, getattr(self, name))
+        if not _IDENTIFIER.match(self.iceberg_catalog_name):
+            raise SettingsError(
+                f"ICEBERG_CATALOG_NAME={self.iceberg_catalog_name!r} is not a plain identifier"
+            )
+        if self.event_format not in ("envelope", "flattened"):
+            raise SettingsError(
+                f"CDC_EVENT_FORMAT={self.event_format!r}: expected 'envelope' or 'flattened'"
+            )
+        if self.truncate_policy not in ("dead-letter", "clear"):
+            raise SettingsError(
+                f"CDC_TRUNCATE_POLICY={self.truncate_policy!r}: expected 'dead-letter' or 'clear'"
+            )
+        if self.max_offsets_per_trigger is not None and self.max_offsets_per_trigger <= 0:
+            raise SettingsError("MAX_OFFSETS_PER_TRIGGER must be a positive number of records")
+        scheme = urlparse(self.iceberg_catalog_uri).scheme
+        if not scheme.startswith(("sqlite", "postgresql")):
+            raise SettingsError(
+                f"ICEBERG_CATALOG_URI must be a sqlite:// or postgresql:// URL, got scheme {scheme!r}"
+            )
+
+    # -- derived values -------------------------------------------------
+
+    @property
+    def tombstone_table(self) -> str:
+        """Where deletes are remembered, next to the live table."""
+        return self.iceberg_table + "_tombstones"
+
+    def qualified(self, table: str) -> str:
+        """``catalog.namespace.table`` as Spark SQL names it."""
+        return f"{self.iceberg_catalog_name}.{table}"
+
+    @property
+    def jdbc_catalog_url(self) -> str:
+        """The JDBC URL Iceberg's JdbcCatalog needs, from the SQLAlchemy-style URI."""
+        return jdbc_url(self.iceberg_catalog_uri)
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """Security settings as Kafka client properties (Java names)."""
+        config: dict[str, str] = {"security.protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            module = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+                if self.kafka_sasl_mechanism == "PLAIN"
+                else "org.apache.kafka.common.security.scram.ScramLoginModule"
+            )
+            config["sasl.jaas.config"] = (
+                f'{module} required username="{self.kafka_sasl_username}" '
+                f'password="{self.kafka_sasl_password}";'
+            )
+        if self.kafka_ssl_cafile:
+            config["ssl.truststore.type"] = "PEM"
+            config["ssl.truststore.location"] = self.kafka_ssl_cafile
+        return config
+
+    def kafka_python_config(self) -> dict[str, object]:
+        """The same security settings as kafka-python keyword arguments."""
+        config: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl_mechanism"] = self.kafka_sasl_mechanism
+            config["sasl_plain_username"] = self.kafka_sasl_username
+            config["sasl_plain_password"] = self.kafka_sasl_password
+        if self.kafka_ssl_cafile:
+            config["ssl_cafile"] = self.kafka_ssl_cafile
+        return config
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some settings changed (derived defaults recomputed)."""
+        values = dataclasses.asdict(self)
+        if "iceberg_table" in changes and "iceberg_dlq_table" not in changes:
+            values["iceberg_dlq_table"] = ""
+        if "kafka_consumer_group" in changes and "pipeline_id" not in changes:
+            values["pipeline_id"] = ""
+        values.update(changes)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from the environment (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            name = field.name.upper()
+            if name in _RENAMED:
+                name = _RENAMED[name]
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _convert(field.name, name, raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+_RENAMED = {
+    "PIPELINE_ID": "CDC_PIPELINE_ID",
+    "EVENT_FORMAT": "CDC_EVENT_FORMAT",
+    "TRUNCATE_POLICY": "CDC_TRUNCATE_POLICY",
+    "TOMBSTONE_RETENTION_HOURS": "CDC_TOMBSTONE_RETENTION_HOURS",
+    "JARS_DIR": "CDC_JARS_DIR",
+    "FAILPOINT": "CDC_FAILPOINT",
+}
+
+_INT_FIELDS = {"tombstone_retention_hours", "spark_shuffle_partitions"}
+
+
+def _convert(field: str, env_name: str, raw: str) -> object:
+    if field == "max_offsets_per_trigger":
+        if raw.lower() in ("none", "unlimited", "0"):
+            return None
+        return _int(env_name, raw)
+    if field in _INT_FIELDS:
+        return _int(env_name, raw)
+    return raw
+
+
+def _int(env_name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{env_name}={raw!r} is not a whole number") from None
+
+
+def _check_table_name(setting: str, value: str) -> None:
+    parts = value.split(".")
+    if len(parts) != 2 or not all(_IDENTIFIER.match(p) for p in parts):
+        raise SettingsError(
+            f"{setting.upper()}={value!r}: expected 'namespace.table' made of letters, digits and _"
+        )
+
+
+def check_identifier(value: str, what: str = "identifier") -> str:
+    """Return ``value`` if it is a plain SQL identifier, else raise SettingsError."""
+    if not _IDENTIFIER.match(value):
+        raise SettingsError(f"{what} {value!r} must be letters, digits and _ only")
+    return value
+
+
+def jdbc_url(catalog_uri: str) -> str:
+    """``sqlite:////abs/x.db`` -> ``jdbc:sqlite:/abs/x.db``; ``postgresql://h/db`` -> JDBC form."""
+    parsed = urlparse(catalog_uri)
+    if parsed.scheme.startswith("sqlite"):
+        # sqlite:////abs/path -> path '//abs/path'; sqlite:///rel -> '/rel' (relative)
+        path = catalog_uri.split(":///", 1)[1] if ":///" in catalog_uri else ""
+        if not path:
+            raise SettingsError(f"ICEBERG_CATALOG_URI {catalog_uri!r} names no database file")
+        return f"jdbc:sqlite:{path}"
+    host = parsed.hostname or "localhost"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"jdbc:postgresql://{host}{port}{parsed.path}"
+
+
+def catalog_credentials(catalog_uri: str) -> tuple[str, str]:
+    """User and password embedded in a ``postgresql://user:pw@host/db`` URI, if any."""
+    parsed = urlparse(catalog_uri)
+    return parsed.username or "", parsed.password or ""

@@ -1,0 +1,116 @@
+"""The one builder of Spark configuration.
+
+The Spark job applies it to its SparkSession, and the Airflow operator and
+``make drain`` pass the same values to ``spark-submit``, so no ``--conf`` list
+is repeated anywhere. Nothing here imports pyspark.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from cdc_iceberg.settings import PROJECT_ROOT, Settings, catalog_credentials
+
+JOB_FILE = PROJECT_ROOT / "jobs" / "cdc_to_iceberg.py"
+
+
+def spark_jars(settings: Settings) -> list[str]:
+    """The jars ``jvm/spark/pom.xml`` fetched: Kafka source, Iceberg runtime, SQLite JDBC."""
+    jars = sorted(str(p) for p in Path(settings.jars_dir).glob("*.jar"))
+    if not jars:
+        raise FileNotFoundError(
+            f"no jars in {settings.jars_dir}: run `make jars` (or set CDC_JARS_DIR)"
+        )
+    return jars
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """Spark properties for the CDC job: Iceberg catalog, extensions and tuning."""
+    catalog = f"spark.sql.catalog.{settings.iceberg_catalog_name}"
+    conf = {
+        "spark.sql.extensions": (
+            "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+        ),
+        catalog: "org.apache.iceberg.spark.SparkCatalog",
+        f"{catalog}.type": "jdbc",
+        f"{catalog}.uri": settings.jdbc_catalog_url,
+        f"{catalog}.warehouse": settings.iceberg_warehouse,
+        # Seed's session settings: adaptive execution with partition coalescing and Kryo.
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.adaptive.coalescePartitions.enabled": "true",
+        "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+        "spark.sql.streaming.checkpointLocation.deleteCheckpointOnShutdown": "false",
+        # A micro-batch is small next to the defaults' 200 shuffle partitions.
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        # Bucketed MERGE: let Spark join bucket to bucket without a shuffle of the target.
+        "spark.sql.sources.v2.bucketing.enabled": "true",
+        "spark.sql.sources.v2.bucketing.pushPartValues.enabled": "true",
+        "spark.sql.requireAllClusterKeysForCoPartition": "false",
+        "spark.sql.sources.v2.bucketing.partiallyClusteredDistribution.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "1g"),
+        "spark.pyspark.python": sys.executable,
+    }
+    user, password = catalog_credentials(settings.iceberg_catalog_uri)
+    if user:
+        conf[f"{catalog}.jdbc.user"] = user
+    if password:
+        conf[f"{catalog}.jdbc.password"] = password
+    if settings.iceberg_warehouse.startswith("s3"):
+        conf[f"{catalog}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
+        endpoint = os.environ.get("ICEBERG_S3_ENDPOINT", "")
+        if endpoint:
+            conf[f"{catalog}.s3.endpoint"] = endpoint
+            conf[f"{catalog}.s3.path-style-access"] = "true"
+    return conf
+
+
+def secret_conf_keys(conf: dict[str, str]) -> set[str]:
+    """Keys whose values must never be logged."""
+    return {k for k in conf if k.endswith((".password", "jaas.config"))}
+
+
+def spark_submit_command(settings: Settings, job: Path = JOB_FILE) -> list[str]:
+    """A complete ``spark-submit`` command line for ``make drain`` and tools."""
+    command = [
+        spark_submit_binary(),
+        "--master",
+        settings.spark_master,
+        "--name",
+        f"cdc_to_iceberg:{settings.iceberg_table}",
+        "--jars",
+        ",".join(spark_jars(settings)),
+    ]
+    for key, value in spark_conf(settings).items():
+        if key == "spark.driver.memory":
+            command += ["--driver-memory", value]
+            continue
+        command += ["--conf", f"{key}={value}"]
+    command.append(str(job))
+    return command
+
+
+def spark_submit_binary() -> str:
+    """``spark-submit`` of the installed pyspark (the venv's ``bin``)."""
+    candidate = Path(sys.executable).parent / "spark-submit"
+    return str(candidate) if candidate.exists() else "spark-submit"
+
+
+def spark_env() -> dict[str, str]:
+    """Environment for a ``spark-submit`` child: the venv's Python and pyspark's home."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyspark")
+    env = dict(os.environ)
+    if spec is not None and spec.origin:
+        env.setdefault("SPARK_HOME", str(Path(spec.origin).parent))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    return env

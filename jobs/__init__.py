@@ -1,0 +1,1 @@
+"""Spark jobs. Each job module runs with ``spark-submit``; transforms are pure."""

@@ -1,0 +1,700 @@
+"""Drain Debezium change events from Kafka into an Iceberg table, exactly once.
+
+Run one drain (Structured Streaming, trigger ``availableNow``: read what Kafka
+holds now, apply it, stop)::
+
+    make drain
+    # or, with the jars and Spark settings of cdc_iceberg.spark_conf:
+    python -m cdc_iceberg.submit
+
+Configuration comes from the environment through :mod:`cdc_iceberg.settings`.
+
+Each micro-batch: parse -> dead-letter what cannot be applied -> collapse to
+the newest change per key -> remember deletes (tombstones) -> MERGE into the
+live table guarded by the sequence tuple -> commit the batch's end offsets to
+the consumer group. Every commit records the pipeline id, the batch id and the
+offset range in the Iceberg snapshot summary; the table, not the checkpoint,
+is the final word on progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from cdc_iceberg import kafka_offsets
+from cdc_iceberg.schema import (
+    SEQUENCE,
+    SOURCE_KEY,
+    SUMMARY_BATCH,
+    SUMMARY_METRICS,
+    SUMMARY_OFFSETS,
+    SUMMARY_PIPELINE,
+    SUMMARY_RANGE,
+    SUMMARY_TOPIC,
+)
+from cdc_iceberg.settings import Settings
+from cdc_iceberg.spark_conf import spark_conf, spark_jars
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from jobs.iceberg_tables import IcebergTables
+
+log = logging.getLogger("cdc_to_iceberg")
+
+RESET_HINT = (
+    "Trigger the cdc_reset DAG (scope 'offsets' or 'full-rebuild') to restart from the "
+    "earliest retained offsets, after checking what the gap lost."
+)
+
+
+class RetentionGapError(RuntimeError):
+    """Offsets the pipeline still needs were deleted by Kafka's retention."""
+
+
+class CheckpointInUseError(RuntimeError):
+    """Another drain holds the checkpoint."""
+
+
+# -- failpoints: deterministic crash injection for the test suite -----------
+
+
+def failpoint(settings: Settings, name: str, batch_id: int) -> None:
+    """kill -9 this driver when ``CDC_FAILPOINT`` names this point (``name`` or ``name@batch``)."""
+    spec = settings.failpoint
+    if not spec:
+        return
+    point, _, batch = spec.partition("@")
+    if point == name and (not batch or int(batch) == batch_id):
+        log.error("failpoint %s reached at batch %s: killing the driver", name, batch_id)
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- the session ---------------------------------------------------------
+
+
+def build_session(settings: Settings, app_name: str = "cdc_to_iceberg") -> SparkSession:
+    """The one SparkSession builder of the job (configuration from spark_conf)."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name).master(settings.spark_master)
+    for key, value in spark_conf(settings).items():
+        builder = builder.config(key, value)
+    builder = builder.config("spark.jars", ",".join(spark_jars(settings)))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+# -- metrics -----------------------------------------------------------------
+
+
+@dataclass
+class BatchMetrics:
+    """What one micro-batch did; logged as one JSON line and kept in the snapshot summary."""
+
+    pipeline_id: str
+    batch_id: int
+    events_in: int = 0
+    kafka_tombstones: int = 0
+    already_committed: int = 0
+    dead_lettered: int = 0
+    collapsed_in_batch: int = 0
+    stale: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    truncated: int = 0
+    schema_changes: list[str] = field(default_factory=list)
+    offsets: dict[str, list[int]] = field(default_factory=dict)
+    duration_s: float = 0.0
+    skipped: bool = False
+
+    def as_json(self) -> str:
+        return json.dumps({"event": "cdc_batch", **self.__dict__}, sort_keys=True)
+
+
+# -- the batch writer --------------------------------------------------------
+
+
+def _offset_filter(committed: dict[int, int]) -> Any:
+    """Column: the record is not yet in the table (offset at or past what it records)."""
+    from pyspark.sql import functions as F
+
+    condition = ~F.col("partition").isin(*committed.keys()) if committed else F.lit(True)
+    for partition, offset in committed.items():
+        condition = condition | ((F.col("partition") == partition) & (F.col("offset") >= offset))
+    return condition
+
+
+class BatchWriter:
+    """``foreachBatch`` function applying one micro-batch to the Iceberg tables."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        tables: IcebergTables,
+        checkpoint: str | None,
+        dry_run: bool = False,
+        stop_offsets: dict[int, int] | None = None,
+    ) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.tables = tables
+        self.checkpoint = checkpoint
+        self.dry_run = dry_run
+        self.stop_offsets = stop_offsets or {}
+        self.progress: dict[int, int] = tables.committed_offsets()
+        self.history: list[BatchMetrics] = []
+
+    # Spark calls this for every micro-batch
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        metrics = BatchMetrics(self.settings.pipeline_id, batch_id)
+        # temp views and snapshot properties live in the batch's own session
+        self.spark = self.tables.spark = batch.sparkSession
+        batch = batch.persist()
+        try:
+            self._apply(batch, batch_id, metrics)
+        finally:
+            batch.unpersist()
+        metrics.duration_s = round(time.monotonic() - started, 3)
+        self.history.append(metrics)
+        print(metrics.as_json(), flush=True)
+
+    def _end_offsets(self, batch_id: int, seen: dict[int, int]) -> dict[int, int]:
+        """The batch's end offsets from Spark's offset log (exact, transactions included)."""
+        logged = read_offset_log(self.spark, self.checkpoint, batch_id, self.settings.kafka_topic)
+        end = dict(seen)
+        for partition, offset in logged.items():
+            end[partition] = max(end.get(partition, 0), offset)
+        if self.stop_offsets:
+            end = {p: min(o, self.stop_offsets.get(p, o)) for p, o in end.items()}
+        return end
+
+    def _apply(self, batch: DataFrame, batch_id: int, metrics: BatchMetrics) -> None:
+        from pyspark.sql import functions as F
+
+        from jobs import transforms
+
+        settings = self.settings
+        stats = batch.groupBy("partition").agg(
+            F.min("offset").alias("lo"), F.max("offset").alias("hi"), F.count("*").alias("n")
+        ).collect()
+        seen_end = {int(r["partition"]): int(r["hi"]) + 1 for r in stats}
+        first = {int(r["partition"]): int(r["lo"]) for r in stats}
+        end = self._end_offsets(batch_id, seen_end)
+        if not end:
+            metrics.skipped = True
+            return
+        if self.stop_offsets:
+            batch = batch.where(_before_stop(self.stop_offsets))
+        committed = dict(self.progress)
+        start = {p: committed.get(p, first.get(p, end[p])) for p in end}
+        metrics.offsets = {str(p): [start[p], end[p]] for p in sorted(end)}
+        total = sum(int(r["n"]) for r in stats)
+        if kafka_offsets.covers(committed, end):
+            metrics.skipped = True
+            metrics.already_committed = total
+            log.warning("batch %s is already in the table (replay): skipped", batch_id)
+            self._commit_group()
+            return
+
+        fresh = batch.where(_offset_filter(committed)) if committed else batch
+        metrics.already_committed = total - fresh.count() if committed else 0
+
+        parsed = transforms.parse_events(fresh, settings.event_format).persist()
+        try:
+            self._apply_parsed(parsed, batch_id, metrics, fresh, start, end)
+        finally:
+            parsed.unpersist()
+
+    def _apply_parsed(
+        self,
+        parsed: DataFrame,
+        batch_id: int,
+        metrics: BatchMetrics,
+        fresh: DataFrame,
+        start: dict[int, int],
+        end: dict[int, int],
+    ) -> None:
+        from pyspark.sql import functions as F
+
+        from jobs import transforms
+        from jobs.iceberg_tables import (
+            merge_dlq_sql,
+            merge_live_sql,
+            merge_tombstones_sql,
+            plan_evolution,
+            row_fields_from_schema,
+        )
+
+        settings = self.settings
+        tables = self.tables
+        counts = fresh.agg(
+            F.count("*").alias("n"), F.sum(F.col("value").isNull().cast("int")).alias("tomb")
+        ).collect()[0]
+        metrics.events_in = int(counts["n"] or 0)
+        metrics.kafka_tombstones = int(counts["tomb"] or 0)
+
+        # schema evolution, decided on the driver from the columns the batch carries
+        good = parsed.where(F.col("problem").isNull())
+        seen = [r[0] for r in good.select(F.explode(F.map_keys("row"))).distinct().collect()]
+        declared: dict[str, str | None] = {}
+        for (schema_json,) in good.select("schema_json").distinct().limit(20).collect():
+            if schema_json:
+                declared.update(row_fields_from_schema(schema_json))
+        add, widen, incompatible = plan_evolution(tables.columns(), seen, declared)
+        if (add or widen) and not self.dry_run:
+            tables.apply_evolution(add, widen)
+        metrics.schema_changes = [f"add {n} {t}" for n, t in add] + [
+            f"widen {n} to {t}" for n, t in widen
+        ]
+        columns = tables.data_columns() if not self.dry_run else list(tables.data_columns())
+        if self.dry_run:
+            columns += add
+        typed = transforms.type_columns(parsed, columns)
+        if incompatible:
+            reason = F.lit(None).cast("string")
+            for name, text in incompatible.items():
+                reason = F.when(F.map_contains_key(F.col("_row"), name), F.lit(text)).otherwise(reason)
+            typed = (
+                typed.join(parsed.select("partition", "offset", F.col("row").alias("_row")),
+                           ["partition", "offset"])
+                .withColumn("problem", F.coalesce("problem", reason))
+                .drop("_row")
+            )
+        typed = typed.persist()
+        try:
+            self._write(typed, batch_id, metrics, start, end, [n for n, _ in columns])
+        finally:
+            typed.unpersist()
+
+    def _write(
+        self,
+        typed: DataFrame,
+        batch_id: int,
+        metrics: BatchMetrics,
+        start: dict[int, int],
+        end: dict[int, int],
+        data_columns: list[str],
+    ) -> None:
+        from pyspark.sql import functions as F
+
+        from jobs import transforms
+        from jobs.iceberg_tables import merge_dlq_sql, merge_live_sql, merge_tombstones_sql
+
+        settings = self.settings
+        tables = self.tables
+        truncates = typed.where((F.col("cdc_op") == "t") & (F.col("problem") == "truncate event (op=t)"))
+        clear = settings.truncate_policy == "clear"
+        if clear:
+            dead = typed.where(F.col("problem").isNotNull() & (F.col("cdc_op") != "t"))
+        else:
+            dead = typed.where(F.col("problem").isNotNull())
+        valid = typed.where(F.col("problem").isNull())
+        truncate_seq = None
+        if clear:
+            row = truncates.select(F.max(transforms.sequence()).alias("s")).collect()[0]["s"]
+            if row is not None:
+                truncate_seq = tuple(row)
+                metrics.truncated = truncates.count()
+                valid = valid.where(transforms.sequence() > F.struct(*[F.lit(v) for v in truncate_seq]))
+
+        dead_rows = dead.select(
+            F.lit(settings.pipeline_id).alias("pipeline_id"),
+            "topic",
+            F.col("kafka_partition"),
+            F.col("kafka_offset"),
+            F.col("timestamp").alias("kafka_timestamp"),
+            F.col("key").alias("raw_key"),
+            F.col("value").alias("raw_value"),
+            F.col("problem").alias("reason"),
+            F.lit(batch_id).cast("bigint").alias("batch_id"),
+            F.current_timestamp().alias("dead_lettered_at"),
+        ).persist()
+        metrics.dead_lettered = dead_rows.count()
+        collapsed = transforms.collapse_newest(valid, data_columns).persist()
+        valid_count = valid.count()
+        key_count = collapsed.count()
+        metrics.collapsed_in_batch = valid_count - key_count
+
+        if self.dry_run:
+            metrics.stale = key_count
+            dead_rows.unpersist()
+            collapsed.unpersist()
+            return
+
+        merged_end = dict(self.progress)
+        for partition, offset in end.items():
+            merged_end[partition] = max(merged_end.get(partition, 0), offset)
+        properties = {
+            SUMMARY_PIPELINE: settings.pipeline_id,
+            SUMMARY_TOPIC: settings.kafka_topic,
+            SUMMARY_BATCH: str(batch_id),
+            SUMMARY_OFFSETS: json.dumps({str(p): o for p, o in sorted(merged_end.items())}),
+            SUMMARY_RANGE: json.dumps(
+                {str(p): [start[p], end[p]] for p in sorted(end)}
+            ),
+        }
+        failpoint(settings, "before_merge", batch_id)
+        tables.set_snapshot_properties(
+            {**properties, SUMMARY_METRICS: json.dumps(self._pre_metrics(metrics))}
+        )
+        before_snapshot = tables.current_snapshot_id()
+        try:
+            if metrics.dead_lettered:
+                dead_rows.createOrReplaceTempView("cdc_dead_letters")
+                tables.run(merge_dlq_sql(tables.dlq, "cdc_dead_letters"))
+            if truncate_seq is not None:
+                self._clear_before(truncate_seq)
+            collapsed.createOrReplaceTempView("cdc_changes")
+            tables.run(merge_tombstones_sql(tables.tombstones, "cdc_changes"))
+            tomb = self.spark.table(tables.tombstones)
+            applicable = (
+                collapsed.alias("s")
+                .join(tomb.alias("x"), F.col(f"s.{SOURCE_KEY}") == F.col(f"x.{SOURCE_KEY}"), "left")
+                .where(
+                    (F.col("s.cdc_op") == "d")
+                    | F.col(f"x.{SOURCE_KEY}").isNull()
+                    | (transforms.sequence("s.") > transforms.sequence("x."))
+                )
+                .select("s.*")
+            )
+            applicable.createOrReplaceTempView("cdc_applicable")
+            tables.run(merge_live_sql(tables.live, "cdc_applicable", data_columns))
+            after_snapshot = tables.current_snapshot_id()
+            if after_snapshot == before_snapshot:
+                tables.empty_commit(
+                    {**properties, SUMMARY_METRICS: json.dumps(self._pre_metrics(metrics))}
+                )
+                after_snapshot = tables.current_snapshot_id()
+        finally:
+            tables.clear_snapshot_properties({**properties, SUMMARY_METRICS: ""})
+            dead_rows.unpersist()
+            collapsed.unpersist()
+        summary = tables.snapshot_summary(after_snapshot) if after_snapshot else {}
+        metrics.inserted = int(summary.get("spark.merge-into.num-target-rows-inserted", 0))
+        metrics.updated = int(summary.get("spark.merge-into.num-target-rows-updated", 0))
+        metrics.deleted = int(summary.get("spark.merge-into.num-target-rows-deleted", 0))
+        metrics.stale = key_count - metrics.inserted - metrics.updated - metrics.deleted
+        self.progress = merged_end
+        failpoint(settings, "after_iceberg_commit", batch_id)
+        self._commit_group()
+        failpoint(settings, "after_group_commit", batch_id)
+
+    def _pre_metrics(self, metrics: BatchMetrics) -> dict[str, Any]:
+        return {
+            "events_in": metrics.events_in,
+            "kafka_tombstones": metrics.kafka_tombstones,
+            "already_committed": metrics.already_committed,
+            "dead_lettered": metrics.dead_lettered,
+            "collapsed_in_batch": metrics.collapsed_in_batch,
+            "truncated": metrics.truncated,
+            "schema_changes": metrics.schema_changes,
+        }
+
+    def _clear_before(self, truncate_seq: tuple[Any, ...]) -> None:
+        """``op = t`` under the 'clear' policy: every older row becomes a tombstone."""
+        from jobs.iceberg_tables import merge_tombstones_sql
+
+        tables = self.tables
+        literals = [str(int(v)) for v in truncate_seq]
+        as_columns = ", ".join(f"{v} AS {n}" for v, n in zip(literals, SEQUENCE, strict=True))
+        self.spark.sql(
+            f"SELECT {SOURCE_KEY}, {as_columns}, 'd' AS cdc_op FROM {tables.live}"
+        ).createOrReplaceTempView("cdc_truncated")
+        tables.run(merge_tombstones_sql(tables.tombstones, "cdc_truncated"))
+        tables.run(
+            f"DELETE FROM {tables.live} WHERE struct({', '.join(SEQUENCE)}) "
+            f"< struct({', '.join(literals)})"
+        )
+
+    def _commit_group(self) -> None:
+        if self.dry_run or not self.progress:
+            return
+        kafka_offsets.commit_group_offsets(self.settings, self.progress)
+
+
+def _before_stop(stop: dict[int, int]) -> Any:
+    from pyspark.sql import functions as F
+
+    condition = ~F.col("partition").isin(*stop.keys())
+    for partition, offset in stop.items():
+        condition = condition | ((F.col("partition") == partition) & (F.col("offset") < offset))
+    return condition
+
+
+# -- checkpoint ---------------------------------------------------------------
+
+
+def _is_local(location: str) -> bool:
+    return urlparse(location).scheme in ("", "file")
+
+
+def _local_path(location: str) -> Path:
+    return Path(urlparse(location).path if location.startswith("file:") else location)
+
+
+def read_offset_log(
+    spark: SparkSession, checkpoint: str | None, batch_id: int, topic: str
+) -> dict[int, int]:
+    """End offsets Spark wrote ahead for ``batch_id`` (``offsets/N`` in the checkpoint)."""
+    if not checkpoint:
+        return {}
+    text = _read_text(spark, f"{checkpoint.rstrip('/')}/offsets/{batch_id}")
+    if text is None:
+        return {}
+    lines = [line for line in text.splitlines() if line.strip()]
+    for line in lines[2:]:
+        try:
+            return kafka_offsets.from_spark_json(line, topic)
+        except (ValueError, AttributeError):
+            continue
+    return {}
+
+
+def _read_text(spark: SparkSession, location: str) -> str | None:
+    if _is_local(location):
+        path = _local_path(location)
+        return path.read_text() if path.exists() else None
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    hpath = jvm.org.apache.hadoop.fs.Path(location)
+    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+    if not fs.exists(hpath):
+        return None
+    stream = fs.open(hpath)
+    try:
+        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
+
+
+def checkpoint_exists(location: str) -> bool:
+    if _is_local(location):
+        return (_local_path(location) / "offsets").is_dir()
+    return True  # remote checkpoints: let Spark decide
+
+
+class CheckpointLock:
+    """An exclusive lock next to a local checkpoint: one writer per checkpoint."""
+
+    def __init__(self, location: str) -> None:
+        self.path = _local_path(location).with_name(_local_path(location).name + ".lock")
+        self.handle: Any = None
+
+    def __enter__(self) -> CheckpointLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise CheckpointInUseError(
+                f"another drain is running on checkpoint {self.path.with_suffix('')}; refusing to start"
+            ) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+# -- starting point -----------------------------------------------------------
+
+
+def resolve_starting_offsets(
+    settings: Settings,
+    table_offsets: dict[int, int],
+    partitions: list[int],
+    default: str | None = None,
+) -> str:
+    """startingOffsets JSON: the table's offsets, else STARTING_OFFSETS per partition."""
+    default = default or settings.starting_offsets
+    explicit: dict[int, int] = {}
+    if default.strip().startswith("{"):
+        explicit = kafka_offsets.from_spark_json(default, settings.kafka_topic)
+        fallback = -2
+    else:
+        fallback = {"earliest": -2, "latest": -1}.get(default.strip().lower())
+        if fallback is None:
+            raise ValueError(
+                f"STARTING_OFFSETS={default!r}: expected earliest, latest or Spark offsets JSON"
+            )
+    offsets = {p: table_offsets.get(p, explicit.get(p, fallback)) for p in partitions}
+    return kafka_offsets.to_spark_json(settings.kafka_topic, offsets)
+
+
+def check_retention(settings: Settings, needed: dict[int, int]) -> None:
+    """Fail loudly when offsets the pipeline needs next are no longer retained."""
+    if not needed:
+        return
+    beginning = kafka_offsets.beginning_offsets(settings)
+    gaps = {p: (o, beginning[p]) for p, o in needed.items() if 0 <= o < beginning.get(p, 0)}
+    if gaps:
+        detail = ", ".join(
+            f"partition {p}: needs offset {o}, earliest retained is {b}" for p, (o, b) in gaps.items()
+        )
+        raise RetentionGapError(
+            f"Kafka retention deleted records not yet applied to {settings.iceberg_table} "
+            f"({detail}). {RESET_HINT}"
+        )
+
+
+def _checkpoint_offsets(location: str, topic: str) -> dict[int, int]:
+    """Offsets of the newest batch in a local checkpoint's offset log."""
+    if not _is_local(location):
+        return {}
+    directory = _local_path(location) / "offsets"
+    if not directory.is_dir():
+        return {}
+    numbered = sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()), reverse=True)
+    for batch in numbered:
+        lines = [x for x in (directory / str(batch)).read_text().splitlines() if x.strip()]
+        for line in lines[2:]:
+            try:
+                return kafka_offsets.from_spark_json(line, topic)
+            except ValueError:
+                continue
+    return {}
+
+
+# -- main ----------------------------------------------------------------------
+
+
+@dataclass
+class DrainResult:
+    batches: list[BatchMetrics]
+    table_offsets: dict[int, int]
+
+    def totals(self) -> dict[str, Any]:
+        keys = ("events_in", "dead_lettered", "collapsed_in_batch", "stale", "inserted",
+                "updated", "deleted", "kafka_tombstones", "already_committed")
+        return {
+            "event": "cdc_drain",
+            "batches": len(self.batches),
+            **{k: sum(getattr(b, k) for b in self.batches) for k in keys},
+            "table_offsets": {str(p): o for p, o in sorted(self.table_offsets.items())},
+        }
+
+
+def drain(
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    starting_offsets: str | None = None,
+    stop_offsets: dict[int, int] | None = None,
+    dry_run: bool = False,
+) -> DrainResult:
+    """One availableNow drain of ``settings.kafka_topic`` into the table."""
+    from jobs.iceberg_tables import IcebergTables
+
+    tables = IcebergTables(spark, settings)
+    tables.ensure()
+    checkpoint = settings.checkpoint_location
+    with CheckpointLock(checkpoint) if _is_local(checkpoint) else _nullcontext():
+        table_offsets = tables.committed_offsets()
+        with kafka_offsets.consumer(settings) as client:
+            parts = kafka_offsets._partitions(client, settings.kafka_topic)
+        partitions = [tp.partition for tp in parts]
+        if checkpoint_exists(checkpoint):
+            needed = _checkpoint_offsets(checkpoint, settings.kafka_topic)
+            # the table may be ahead of the checkpoint (crash before the checkpoint commit)
+            needed = {p: max(o, table_offsets.get(p, o)) for p, o in needed.items()}
+        else:
+            if table_offsets:
+                log.warning(
+                    "no checkpoint at %s: resuming from the offsets recorded in %s",
+                    checkpoint, settings.iceberg_table,
+                )
+            needed = dict(table_offsets)
+        check_retention(settings, needed)
+        if table_offsets and not dry_run:
+            # heal a crash between the Iceberg commit and the group commit
+            kafka_offsets.commit_group_offsets(settings, table_offsets)
+        start_json = resolve_starting_offsets(settings, table_offsets, partitions, starting_offsets)
+        writer = BatchWriter(spark, settings, tables, checkpoint, dry_run, stop_offsets)
+        reader = (
+            spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+            .option("subscribe", settings.kafka_topic)
+            .option("startingOffsets", start_json)
+            .option("failOnDataLoss", "true")
+            .option("kafka.isolation.level", "read_committed")
+            .option("includeHeaders", "false")
+        )
+        for key, value in settings.kafka_client_config().items():
+            reader = reader.option(f"kafka.{key}", value)
+        if settings.max_offsets_per_trigger:
+            reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
+        query = (
+            reader.load()
+            .writeStream.foreachBatch(writer)
+            .option("checkpointLocation", checkpoint)
+            .trigger(availableNow=True)
+            .queryName(f"cdc_to_iceberg_{settings.pipeline_id}")
+            .start()
+        )
+        try:
+            query.awaitTermination()
+        except Exception as error:
+            text = str(error)
+            if any(s in text for s in ("OffsetOutOfRange", "data loss", "DATA_LOSS", "dataloss")):
+                raise RetentionGapError(
+                    f"Kafka records this drain needs were deleted by retention: {text[:400]}. "
+                    f"{RESET_HINT}"
+                ) from error
+            raise
+        return DrainResult(writer.history, writer.progress)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="read and report, write nothing")
+    parser.add_argument("--starting-offsets", help="override STARTING_OFFSETS for new partitions")
+    parser.add_argument("--stop-offsets", help='stop at these offsets: {"0": 120, "1": 80}')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    settings = Settings.from_env()
+    stop = {int(p): int(o) for p, o in json.loads(args.stop_offsets).items()} if args.stop_offsets else None
+    spark = build_session(settings)
+    try:
+        result = drain(
+            spark, settings, starting_offsets=args.starting_offsets, stop_offsets=stop,
+            dry_run=args.dry_run,
+        )
+    except (RetentionGapError, CheckpointInUseError, kafka_offsets.TopicMissingError) as error:
+        print(json.dumps({"event": "cdc_drain_failed", "error": str(error)}), flush=True)
+        log.error("%s", error)
+        return 2
+    finally:
+        spark.stop()
+    print(json.dumps(result.totals(), sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""DDL and MERGE statements for the live, tombstone and dead-letter tables.
+
+The statement builders are pure (strings in, strings out) and unit tested; the
+:class:`IcebergTables` methods run them on a SparkSession.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cdc_iceberg.schema import (
+    DLQ_COLUMNS,
+    METADATA_COLUMNS,
+    RESERVED,
+    SAFE_WIDENING,
+    SEQUENCE,
+    SOURCE_COLUMNS,
+    SOURCE_KEY,
+    SUMMARY_OFFSETS,
+    SUMMARY_PIPELINE,
+    SUMMARY_TOPIC,
+    TOMBSTONE_COLUMNS,
+)
+from cdc_iceberg.settings import Settings, check_identifier
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger("cdc_to_iceberg")
+
+SNAPSHOT_PROPERTY = "spark.sql.iceberg.snapshot-property."
+
+# Table layout: bucketing on the key lets MERGE touch only the buckets a batch
+# changes and join bucket to bucket; merge-on-read writes small delete files
+# instead of rewriting whole data files on every batch (figures in docs/layout.md).
+LIVE_TABLE_PROPERTIES = {
+    "format-version": "2",
+    "write.merge.mode": "merge-on-read",
+    "write.update.mode": "merge-on-read",
+    "write.delete.mode": "merge-on-read",
+    "write.distribution-mode": "hash",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "50",
+    "commit.retry.num-retries": "10",
+}
+
+
+def seq_newer(left: str, right: str) -> str:
+    """SQL: ``left``'s sequence tuple is strictly newer than ``right``'s."""
+    lhs = ", ".join(f"{left}.{c}" for c in SEQUENCE)
+    rhs = ", ".join(f"{right}.{c}" for c in SEQUENCE)
+    return f"struct({lhs}) > struct({rhs})"
+
+
+def _columns_sql(columns: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"`{check_identifier(n, 'column')}` {t}" for n, t in columns)
+
+
+def create_live_sql(table: str, buckets: int) -> str:
+    props = ", ".join(f"'{k}'='{v}'" for k, v in LIVE_TABLE_PROPERTIES.items())
+    columns = _columns_sql((*SOURCE_COLUMNS, *METADATA_COLUMNS))
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} ({columns}) USING iceberg "
+        f"PARTITIONED BY (bucket({int(buckets)}, {SOURCE_KEY})) TBLPROPERTIES ({props})"
+    )
+
+
+def create_tombstones_sql(table: str, buckets: int) -> str:
+    props = ", ".join(f"'{k}'='{v}'" for k, v in LIVE_TABLE_PROPERTIES.items())
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} ({_columns_sql(TOMBSTONE_COLUMNS)}) USING iceberg "
+        f"PARTITIONED BY (bucket({int(buckets)}, {SOURCE_KEY})) TBLPROPERTIES ({props})"
+    )
+
+
+def create_dlq_sql(table: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} ({_columns_sql(DLQ_COLUMNS)}) USING iceberg "
+        "TBLPROPERTIES ('format-version'='2')"
+    )
+
+
+def merge_live_sql(table: str, source: str, data_columns: Sequence[str]) -> str:
+    """Apply the collapsed changes: newer wins, deletes delete, TOAST keeps stored values."""
+    non_key = [c for c in data_columns if c != SOURCE_KEY]
+    updates = [
+        f"`{c}` = CASE WHEN array_contains(s.unavailable, '{c}') THEN t.`{c}` ELSE s.`{c}` END"
+        for c in non_key
+    ]
+    updates += [f"`{c}` = s.`{c}`" for c in (*SEQUENCE, "cdc_op")]
+    updates.append("ingested_at = current_timestamp()")
+    insert_cols = [*data_columns, *SEQUENCE, "cdc_op", "ingested_at"]
+    insert_vals = [f"s.`{c}`" for c in (*data_columns, *SEQUENCE, "cdc_op")]
+    insert_vals.append("current_timestamp()")
+    newer = seq_newer("s", "t")
+    return (
+        f"MERGE INTO {table} t USING {source} s ON t.{SOURCE_KEY} = s.{SOURCE_KEY} "
+        f"WHEN MATCHED AND s.cdc_op = 'd' AND {newer} THEN DELETE "
+        f"WHEN MATCHED AND s.cdc_op <> 'd' AND {newer} THEN UPDATE SET {', '.join(updates)} "
+        f"WHEN NOT MATCHED AND s.cdc_op <> 'd' THEN INSERT "
+        f"({', '.join(f'`{c}`' for c in insert_cols)}) VALUES ({', '.join(insert_vals)})"
+    )
+
+
+def merge_tombstones_sql(table: str, source: str) -> str:
+    """Remember deletes with their sequence; forget them when the key comes back newer."""
+    newer = seq_newer("s", "t")
+    seq_set = ", ".join(f"{c} = s.{c}" for c in SEQUENCE)
+    cols = ", ".join((SOURCE_KEY, *SEQUENCE, "deleted_at"))
+    vals = ", ".join((*(f"s.{c}" for c in (SOURCE_KEY, *SEQUENCE)), "current_timestamp()"))
+    return (
+        f"MERGE INTO {table} t USING {source} s ON t.{SOURCE_KEY} = s.{SOURCE_KEY} "
+        f"WHEN MATCHED AND s.cdc_op = 'd' AND {newer} THEN UPDATE SET {seq_set}, "
+        "deleted_at = current_timestamp() "
+        f"WHEN MATCHED AND s.cdc_op <> 'd' AND {newer} THEN DELETE "
+        f"WHEN NOT MATCHED AND s.cdc_op = 'd' THEN INSERT ({cols}) VALUES ({vals})"
+    )
+
+
+def merge_dlq_sql(table: str, source: str) -> str:
+    """Dead letters keyed by their Kafka coordinates, so a replay adds nothing."""
+    return (
+        f"MERGE INTO {table} t USING {source} s ON t.topic = s.topic "
+        "AND t.kafka_partition = s.kafka_partition AND t.kafka_offset = s.kafka_offset "
+        "WHEN NOT MATCHED THEN INSERT *"
+    )
+
+
+def spark_type_of_debezium(field: Mapping[str, Any]) -> str | None:
+    """Spark SQL type for a Debezium (Kafka Connect) schema field, None if unknown."""
+    logical = field.get("name") or ""
+    kind = field.get("type")
+    if logical in ("io.debezium.time.ZonedTimestamp",):
+        return "timestamp"
+    if logical in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date"):
+        return None  # epoch days: not mapped, kept out of automatic evolution
+    return {
+        "int8": "int",
+        "int16": "int",
+        "int32": "int",
+        "int64": "bigint",
+        "float32": "float",
+        "float64": "double",
+        "boolean": "boolean",
+        "string": "string",
+    }.get(str(kind))
+
+
+def row_fields_from_schema(schema_json: str) -> dict[str, str | None]:
+    """Columns and Spark types of the ``after`` row in an envelope schema block."""
+    try:
+        schema = json.loads(schema_json)
+    except (TypeError, ValueError):
+        return {}
+    for part in schema.get("fields", []):
+        if part.get("field") in ("after", "before") and part.get("fields"):
+            return {f["field"]: spark_type_of_debezium(f) for f in part["fields"]}
+    return {}
+
+
+def plan_evolution(
+    table_columns: Mapping[str, str],
+    seen_columns: Sequence[str],
+    declared: Mapping[str, str | None],
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], dict[str, str]]:
+    """Decide schema changes: (columns to add, columns to widen, incompatible -> reason).
+
+    New columns get the declared type (string when undeclared); int->bigint and
+    float->double widen in place; any other declared change is incompatible.
+    """
+    add: list[tuple[str, str]] = []
+    widen: list[tuple[str, str]] = []
+    incompatible: dict[str, str] = {}
+    for name in sorted(set(seen_columns) | set(declared)):
+        if name in RESERVED or name.startswith("__"):
+            continue
+        wanted = declared.get(name)
+        current = table_columns.get(name)
+        if current is None:
+            if name not in seen_columns and wanted is None:
+                continue
+            try:
+                check_identifier(name, "column")
+            except ValueError:
+                incompatible[name] = f"column name {name!r} is not a plain identifier"
+                continue
+            add.append((name, wanted or "string"))
+        elif wanted and wanted != current:
+            if (current, wanted) in SAFE_WIDENING:
+                widen.append((name, wanted))
+            elif (wanted, current) in SAFE_WIDENING:
+                continue  # narrower values fit the wider column
+            else:
+                incompatible[name] = (
+                    f"incompatible schema change: column {name} is {current} in the table, "
+                    f"the event declares {wanted}"
+                )
+    return add, widen, incompatible
+
+
+class IcebergTables:
+    """The three tables of one pipeline, through Spark SQL."""
+
+    def __init__(self, spark: SparkSession, settings: Settings, buckets: int = 16) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.buckets = buckets
+        self.live = settings.qualified(settings.iceberg_table)
+        self.tombstones = settings.qualified(settings.tombstone_table)
+        self.dlq = settings.qualified(settings.iceberg_dlq_table)
+
+    def ensure(self) -> None:
+        namespaces = {
+            t.split(".")[0] for t in (self.settings.iceberg_table, self.settings.iceberg_dlq_table)
+        }
+        for namespace in sorted(namespaces):
+            self.spark.sql(
+                f"CREATE NAMESPACE IF NOT EXISTS {self.settings.iceberg_catalog_name}.{namespace}"
+            )
+        self.spark.sql(create_live_sql(self.live, self.buckets))
+        self.spark.sql(create_tombstones_sql(self.tombstones, self.buckets))
+        self.spark.sql(create_dlq_sql(self.dlq))
+
+    def columns(self, table: str | None = None) -> dict[str, str]:
+        """Column name -> Spark SQL type name of a table, in order."""
+        schema = self.spark.table(table or self.live).schema
+        return {f.name: f.dataType.simpleString() for f in schema.fields}
+
+    def data_columns(self) -> list[tuple[str, str]]:
+        return [(n, t) for n, t in self.columns().items() if n not in RESERVED]
+
+    def apply_evolution(self, add: list[tuple[str, str]], widen: list[tuple[str, str]]) -> None:
+        for name, spark_type in add:
+            log.warning("schema evolution: adding column %s %s to %s", name, spark_type, self.live)
+            self.spark.sql(f"ALTER TABLE {self.live} ADD COLUMN `{name}` {spark_type}")
+        for name, spark_type in widen:
+            log.warning("schema evolution: widening %s to %s in %s", name, spark_type, self.live)
+            self.spark.sql(f"ALTER TABLE {self.live} ALTER COLUMN `{name}` TYPE {spark_type}")
+
+    def current_snapshot_id(self, table: str | None = None) -> int | None:
+        rows = self.spark.sql(
+            f"SELECT snapshot_id FROM {table or self.live}.history "
+            "WHERE is_current_ancestor ORDER BY made_current_at DESC LIMIT 1"
+        ).collect()
+        return int(rows[0][0]) if rows else None
+
+    def committed_offsets(self) -> dict[int, int]:
+        """The end offsets the live table records for this pipeline (its newest commit)."""
+        summary = self.latest_pipeline_summary()
+        if summary is None or SUMMARY_OFFSETS not in summary:
+            return {}
+        return {int(p): int(o) for p, o in json.loads(summary[SUMMARY_OFFSETS]).items()}
+
+    def latest_pipeline_summary(self) -> dict[str, str] | None:
+        pipeline = self.settings.pipeline_id.replace("'", "''")
+        topic = self.settings.kafka_topic.replace("'", "''")
+        rows = self.spark.sql(
+            f"SELECT s.summary FROM {self.live}.snapshots s JOIN {self.live}.history h "
+            "ON s.snapshot_id = h.snapshot_id "
+            f"WHERE h.is_current_ancestor AND s.summary['{SUMMARY_PIPELINE}'] = '{pipeline}' "
+            f"AND s.summary['{SUMMARY_TOPIC}'] = '{topic}' "
+            "ORDER BY s.committed_at DESC LIMIT 1"
+        ).collect()
+        return dict(rows[0][0]) if rows else None
+
+    def snapshot_summary(self, snapshot_id: int, table: str | None = None) -> dict[str, str]:
+        rows = self.spark.sql(
+            f"SELECT summary FROM {table or self.live}.snapshots WHERE snapshot_id = {int(snapshot_id)}"
+        ).collect()
+        return dict(rows[0][0]) if rows else {}
+
+    def empty_commit(self, properties: Mapping[str, str]) -> None:
+        """A snapshot that changes no data but records progress in its summary."""
+        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
+        table = jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
+            self.spark._jsparkSession,  # type: ignore[attr-defined]
+            self.live,
+        )
+        append = table.newAppend()
+        for key, value in properties.items():
+            append = append.set(key, value)
+        append.commit()
+
+    def set_snapshot_properties(self, properties: Mapping[str, str]) -> None:
+        for key, value in properties.items():
+            self.spark.conf.set(SNAPSHOT_PROPERTY + key, value)
+
+    def clear_snapshot_properties(self, properties: Mapping[str, str]) -> None:
+        for key in properties:
+            self.spark.conf.unset(SNAPSHOT_PROPERTY + key)
+
+    def run(self, statement: str) -> DataFrame:
+        return self.spark.sql(statement)
