@@ -44,6 +44,7 @@ class Settings:
     iceberg_warehouse: str = "file:///tmp/iceberg/warehouse"
     iceberg_table: str = "neuronews.articles"
     iceberg_dlq_table: str = ""
+    iceberg_buckets: int = 16
 
     pipeline_id: str = ""
     event_format: EventFormat = "envelope"
@@ -58,6 +59,11 @@ class Settings:
     kafka_sasl_username: str = ""
     kafka_sasl_password: str = dataclasses.field(default="", repr=False)
     kafka_ssl_cafile: str = ""
+
+    maintenance_snapshot_retention_hours: int = 72
+    maintenance_retain_last: int = 20
+    maintenance_target_file_mb: int = 128
+    maintenance_orphan_age_hours: int = 72
 
     # crash injection for the test suite (see jobs/cdc_to_iceberg.failpoint)
     failpoint: str = ""
@@ -138,6 +144,15 @@ class Settings:
             config["ssl_cafile"] = self.kafka_ssl_cafile
         return config
 
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes :meth:`from_env` rebuild these settings (for child processes)."""
+        env: dict[str, str] = {}
+        for field in dataclasses.fields(self):
+            name = _RENAMED.get(field.name.upper(), field.name.upper())
+            value = getattr(self, field.name)
+            env[name] = "unlimited" if value is None else str(value)
+        return env
+
     def replace(self, **changes: object) -> Settings:
         """A copy with some settings changed (derived defaults recomputed)."""
         values = dataclasses.asdict(self)
@@ -173,7 +188,15 @@ _RENAMED = {
     "FAILPOINT": "CDC_FAILPOINT",
 }
 
-_INT_FIELDS = {"tombstone_retention_hours", "spark_shuffle_partitions"}
+_INT_FIELDS = {
+    "tombstone_retention_hours",
+    "spark_shuffle_partitions",
+    "iceberg_buckets",
+    "maintenance_snapshot_retention_hours",
+    "maintenance_retain_last",
+    "maintenance_target_file_mb",
+    "maintenance_orphan_age_hours",
+}
 
 
 def _convert(field: str, env_name: str, raw: str) -> object:

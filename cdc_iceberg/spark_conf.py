@@ -55,6 +55,10 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "1g"),
         "spark.pyspark.python": sys.executable,
     }
+    if settings.spark_master.startswith("local"):
+        # a laptop run stays on loopback
+        conf["spark.driver.host"] = "127.0.0.1"
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
     user, password = catalog_credentials(settings.iceberg_catalog_uri)
     if user:
         conf[f"{catalog}.jdbc.user"] = user

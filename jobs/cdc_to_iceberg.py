@@ -101,6 +101,25 @@ def build_session(settings: Settings, app_name: str = "cdc_to_iceberg") -> Spark
 # -- metrics -----------------------------------------------------------------
 
 
+class _Steps:
+    """Wall time per step of a batch, logged at DEBUG to find where a batch spends time."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = [("start", time.monotonic())]
+
+    def mark(self, name: str) -> None:
+        self.marks.append((name, time.monotonic()))
+
+    def summary(self) -> dict[str, float]:
+        return {
+            name: round(t - self.marks[i][1], 3)
+            for i, (name, t) in enumerate(self.marks[1:])
+        }
+
+
+STEPS = _Steps()
+
+
 @dataclass
 class BatchMetrics:
     """What one micro-batch did; logged as one JSON line and kept in the snapshot summary."""
@@ -139,8 +158,26 @@ def _offset_filter(committed: dict[int, int]) -> Any:
     return condition
 
 
+@dataclass
+class _Scan:
+    """What one pass over a parsed batch tells the driver."""
+
+    first: dict[int, int]
+    seen_end: dict[int, int]
+    total: int
+    fresh: int
+    tombstones: int
+    columns_seen: list[str]
+    declared: dict[str, str | None]
+
+
 class BatchWriter:
-    """``foreachBatch`` function applying one micro-batch to the Iceberg tables."""
+    """``foreachBatch`` function applying one micro-batch to the Iceberg tables.
+
+    Spark jobs per batch: one scan (offsets, counts, columns seen), one count of
+    dead letters and changes, one collapse, then the MERGEs. Everything else is
+    decided on the driver.
+    """
 
     def __init__(
         self,
@@ -158,20 +195,26 @@ class BatchWriter:
         self.dry_run = dry_run
         self.stop_offsets = stop_offsets or {}
         self.progress: dict[int, int] = tables.committed_offsets()
+        # where this run starts reading partitions the table has no offsets for
+        self.initial_offsets: dict[int, int] = {}
         self.history: list[BatchMetrics] = []
 
     # Spark calls this for every micro-batch
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        global STEPS
+        STEPS = _Steps()
         started = time.monotonic()
         metrics = BatchMetrics(self.settings.pipeline_id, batch_id)
         # temp views and snapshot properties live in the batch's own session
         self.spark = self.tables.spark = batch.sparkSession
-        batch = batch.persist()
+        cached: list[DataFrame] = []
         try:
-            self._apply(batch, batch_id, metrics)
+            self._apply(batch, batch_id, metrics, cached)
         finally:
-            batch.unpersist()
+            for frame in cached:
+                frame.unpersist()
         metrics.duration_s = round(time.monotonic() - started, 3)
+        log.debug("batch %s steps %s", batch_id, STEPS.summary())
         self.history.append(metrics)
         print(metrics.as_json(), flush=True)
 
@@ -185,103 +228,100 @@ class BatchWriter:
             end = {p: min(o, self.stop_offsets.get(p, o)) for p, o in end.items()}
         return end
 
-    def _apply(self, batch: DataFrame, batch_id: int, metrics: BatchMetrics) -> None:
+    def _scan(self, parsed: DataFrame, committed: dict[int, int]) -> _Scan:
         from pyspark.sql import functions as F
 
-        from jobs import transforms
+        from jobs.iceberg_tables import row_fields_from_schema
 
-        settings = self.settings
-        stats = batch.groupBy("partition").agg(
-            F.min("offset").alias("lo"), F.max("offset").alias("hi"), F.count("*").alias("n")
+        fresh = _offset_filter(committed) if committed else F.lit(True)
+        good = fresh & F.col("problem").isNull() & ~F.col("kafka_tombstone")
+        rows = parsed.groupBy("partition").agg(
+            F.min("offset").alias("lo"),
+            F.max("offset").alias("hi"),
+            F.count("*").alias("n"),
+            F.sum(fresh.cast("int")).alias("fresh"),
+            F.sum((fresh & F.col("kafka_tombstone")).cast("int")).alias("tomb"),
+            F.array_distinct(F.flatten(F.collect_set(F.when(good, F.map_keys("row"))))).alias(
+                "cols"
+            ),
+            F.collect_set(F.when(good, F.col("schema_json"))).alias("schemas"),
         ).collect()
-        seen_end = {int(r["partition"]): int(r["hi"]) + 1 for r in stats}
-        first = {int(r["partition"]): int(r["lo"]) for r in stats}
-        end = self._end_offsets(batch_id, seen_end)
-        if not end:
-            metrics.skipped = True
-            return
-        if self.stop_offsets:
-            batch = batch.where(_before_stop(self.stop_offsets))
-        committed = dict(self.progress)
-        start = {p: committed.get(p, first.get(p, end[p])) for p in end}
-        metrics.offsets = {str(p): [start[p], end[p]] for p in sorted(end)}
-        total = sum(int(r["n"]) for r in stats)
-        if kafka_offsets.covers(committed, end):
-            metrics.skipped = True
-            metrics.already_committed = total
-            log.warning("batch %s is already in the table (replay): skipped", batch_id)
-            self._commit_group()
-            return
+        declared: dict[str, str | None] = {}
+        columns: set[str] = set()
+        for row in rows:
+            columns.update(row["cols"] or [])
+            for schema_json in row["schemas"] or []:
+                declared.update(row_fields_from_schema(schema_json))
+        return _Scan(
+            first={int(r["partition"]): int(r["lo"]) for r in rows},
+            seen_end={int(r["partition"]): int(r["hi"]) + 1 for r in rows},
+            total=sum(int(r["n"]) for r in rows),
+            fresh=sum(int(r["fresh"] or 0) for r in rows),
+            tombstones=sum(int(r["tomb"] or 0) for r in rows),
+            columns_seen=sorted(columns),
+            declared=declared,
+        )
 
-        fresh = batch.where(_offset_filter(committed)) if committed else batch
-        metrics.already_committed = total - fresh.count() if committed else 0
-
-        parsed = transforms.parse_events(fresh, settings.event_format).persist()
-        try:
-            self._apply_parsed(parsed, batch_id, metrics, fresh, start, end)
-        finally:
-            parsed.unpersist()
-
-    def _apply_parsed(
-        self,
-        parsed: DataFrame,
-        batch_id: int,
-        metrics: BatchMetrics,
-        fresh: DataFrame,
-        start: dict[int, int],
-        end: dict[int, int],
+    def _apply(
+        self, batch: DataFrame, batch_id: int, metrics: BatchMetrics, cached: list[DataFrame]
     ) -> None:
         from pyspark.sql import functions as F
 
         from jobs import transforms
-        from jobs.iceberg_tables import (
-            merge_dlq_sql,
-            merge_live_sql,
-            merge_tombstones_sql,
-            plan_evolution,
-            row_fields_from_schema,
-        )
+        from jobs.iceberg_tables import plan_evolution
 
         settings = self.settings
         tables = self.tables
-        counts = fresh.agg(
-            F.count("*").alias("n"), F.sum(F.col("value").isNull().cast("int")).alias("tomb")
-        ).collect()[0]
-        metrics.events_in = int(counts["n"] or 0)
-        metrics.kafka_tombstones = int(counts["tomb"] or 0)
+        if self.stop_offsets:
+            batch = batch.where(_before_stop(self.stop_offsets))
+        parsed = transforms.parse_events(batch, settings.event_format).persist()
+        cached.append(parsed)
+        committed = dict(self.progress)
+        scan = self._scan(parsed, committed)
+        STEPS.mark("scan")
+        end = self._end_offsets(batch_id, scan.seen_end)
+        if not end:
+            metrics.skipped = True
+            return
+        start = {
+            p: committed.get(p, self.initial_offsets.get(p, scan.first.get(p, end[p])))
+            for p in end
+        }
+        metrics.offsets = {str(p): [start[p], end[p]] for p in sorted(end) if start[p] < end[p]}
+        metrics.already_committed = scan.total - scan.fresh
+        if kafka_offsets.covers(committed, end) or not metrics.offsets:
+            metrics.skipped = True
+            log.warning("batch %s is already in the table (replay): skipped", batch_id)
+            self._commit_group()
+            return
+        metrics.events_in = scan.fresh
+        metrics.kafka_tombstones = scan.tombstones
 
         # schema evolution, decided on the driver from the columns the batch carries
-        good = parsed.where(F.col("problem").isNull())
-        seen = [r[0] for r in good.select(F.explode(F.map_keys("row"))).distinct().collect()]
-        declared: dict[str, str | None] = {}
-        for (schema_json,) in good.select("schema_json").distinct().limit(20).collect():
-            if schema_json:
-                declared.update(row_fields_from_schema(schema_json))
-        add, widen, incompatible = plan_evolution(tables.columns(), seen, declared)
+        add, widen, incompatible = plan_evolution(
+            tables.columns(), scan.columns_seen, scan.declared
+        )
         if (add or widen) and not self.dry_run:
             tables.apply_evolution(add, widen)
         metrics.schema_changes = [f"add {n} {t}" for n, t in add] + [
             f"widen {n} to {t}" for n, t in widen
         ]
-        columns = tables.data_columns() if not self.dry_run else list(tables.data_columns())
+        columns = tables.data_columns()
         if self.dry_run:
-            columns += add
-        typed = transforms.type_columns(parsed, columns)
+            columns += [c for c in add if c[0] not in dict(columns)]
+        fresh = parsed.where(~F.col("kafka_tombstone"))
+        if committed:
+            fresh = fresh.where(_offset_filter(committed))
         if incompatible:
             reason = F.lit(None).cast("string")
             for name, text in incompatible.items():
-                reason = F.when(F.map_contains_key(F.col("_row"), name), F.lit(text)).otherwise(reason)
-            typed = (
-                typed.join(parsed.select("partition", "offset", F.col("row").alias("_row")),
-                           ["partition", "offset"])
-                .withColumn("problem", F.coalesce("problem", reason))
-                .drop("_row")
-            )
-        typed = typed.persist()
-        try:
-            self._write(typed, batch_id, metrics, start, end, [n for n, _ in columns])
-        finally:
-            typed.unpersist()
+                reason = F.when(F.map_contains_key(F.col("row"), name), F.lit(text)).otherwise(
+                    reason
+                )
+            fresh = fresh.withColumn("problem", F.coalesce(F.col("problem"), reason))
+        typed = transforms.type_columns(fresh, columns).persist()
+        cached.append(typed)
+        self._write(typed, batch_id, metrics, start, end, [n for n, _ in columns], cached)
 
     def _write(
         self,
@@ -291,6 +331,7 @@ class BatchWriter:
         start: dict[int, int],
         end: dict[int, int],
         data_columns: list[str],
+        cached: list[DataFrame],
     ) -> None:
         from pyspark.sql import functions as F
 
@@ -299,43 +340,38 @@ class BatchWriter:
 
         settings = self.settings
         tables = self.tables
-        truncates = typed.where((F.col("cdc_op") == "t") & (F.col("problem") == "truncate event (op=t)"))
         clear = settings.truncate_policy == "clear"
-        if clear:
-            dead = typed.where(F.col("problem").isNotNull() & (F.col("cdc_op") != "t"))
-        else:
-            dead = typed.where(F.col("problem").isNotNull())
+        is_truncate = (F.col("cdc_op") == "t") & F.col("problem").startswith("truncate event")
+        dead_condition = F.col("problem").isNotNull() & ~is_truncate if clear else F.col(
+            "problem"
+        ).isNotNull()
+        counts = typed.agg(
+            F.sum(dead_condition.cast("int")).alias("dead"),
+            F.sum(F.col("problem").isNull().cast("int")).alias("valid"),
+            F.sum((F.col("problem").isNull() & (F.col("cdc_op") == "d")).cast("int")).alias(
+                "deletes"
+            ),
+            F.sum(is_truncate.cast("int")).alias("truncates"),
+            F.max(F.when(is_truncate, transforms.sequence())).alias("truncate_seq"),
+        ).collect()[0]
+        STEPS.mark("count")
+        metrics.dead_lettered = int(counts["dead"] or 0)
+        valid_count = int(counts["valid"] or 0)
         valid = typed.where(F.col("problem").isNull())
         truncate_seq = None
-        if clear:
-            row = truncates.select(F.max(transforms.sequence()).alias("s")).collect()[0]["s"]
-            if row is not None:
-                truncate_seq = tuple(row)
-                metrics.truncated = truncates.count()
-                valid = valid.where(transforms.sequence() > F.struct(*[F.lit(v) for v in truncate_seq]))
-
-        dead_rows = dead.select(
-            F.lit(settings.pipeline_id).alias("pipeline_id"),
-            "topic",
-            F.col("kafka_partition"),
-            F.col("kafka_offset"),
-            F.col("timestamp").alias("kafka_timestamp"),
-            F.col("key").alias("raw_key"),
-            F.col("value").alias("raw_value"),
-            F.col("problem").alias("reason"),
-            F.lit(batch_id).cast("bigint").alias("batch_id"),
-            F.current_timestamp().alias("dead_lettered_at"),
-        ).persist()
-        metrics.dead_lettered = dead_rows.count()
+        if clear and counts["truncate_seq"] is not None:
+            truncate_seq = tuple(counts["truncate_seq"])
+            metrics.truncated = int(counts["truncates"])
+            valid = valid.where(
+                transforms.sequence() > F.struct(*[F.lit(v) for v in truncate_seq])
+            )
         collapsed = transforms.collapse_newest(valid, data_columns).persist()
-        valid_count = valid.count()
-        key_count = collapsed.count()
+        cached.append(collapsed)
+        key_count = collapsed.count() if valid_count else 0
         metrics.collapsed_in_batch = valid_count - key_count
-
+        STEPS.mark("collapse")
         if self.dry_run:
             metrics.stale = key_count
-            dead_rows.unpersist()
-            collapsed.unpersist()
             return
 
         merged_end = dict(self.progress)
@@ -346,46 +382,64 @@ class BatchWriter:
             SUMMARY_TOPIC: settings.kafka_topic,
             SUMMARY_BATCH: str(batch_id),
             SUMMARY_OFFSETS: json.dumps({str(p): o for p, o in sorted(merged_end.items())}),
-            SUMMARY_RANGE: json.dumps(
-                {str(p): [start[p], end[p]] for p in sorted(end)}
-            ),
+            SUMMARY_RANGE: json.dumps(metrics.offsets),
+            SUMMARY_METRICS: json.dumps(self._pre_metrics(metrics)),
         }
         failpoint(settings, "before_merge", batch_id)
-        tables.set_snapshot_properties(
-            {**properties, SUMMARY_METRICS: json.dumps(self._pre_metrics(metrics))}
-        )
+        tables.set_snapshot_properties(properties)
         before_snapshot = tables.current_snapshot_id()
         try:
             if metrics.dead_lettered:
+                dead_rows = typed.where(dead_condition).select(
+                    F.lit(settings.pipeline_id).alias("pipeline_id"),
+                    "topic",
+                    "kafka_partition",
+                    "kafka_offset",
+                    F.col("timestamp").alias("kafka_timestamp"),
+                    F.col("key").alias("raw_key"),
+                    F.col("value").alias("raw_value"),
+                    F.col("problem").alias("reason"),
+                    F.lit(batch_id).cast("bigint").alias("batch_id"),
+                    F.current_timestamp().alias("dead_lettered_at"),
+                )
                 dead_rows.createOrReplaceTempView("cdc_dead_letters")
                 tables.run(merge_dlq_sql(tables.dlq, "cdc_dead_letters"))
+                STEPS.mark("merge-dlq")
             if truncate_seq is not None:
                 self._clear_before(truncate_seq)
-            collapsed.createOrReplaceTempView("cdc_changes")
-            tables.run(merge_tombstones_sql(tables.tombstones, "cdc_changes"))
-            tomb = self.spark.table(tables.tombstones)
-            applicable = (
-                collapsed.alias("s")
-                .join(tomb.alias("x"), F.col(f"s.{SOURCE_KEY}") == F.col(f"x.{SOURCE_KEY}"), "left")
-                .where(
-                    (F.col("s.cdc_op") == "d")
-                    | F.col(f"x.{SOURCE_KEY}").isNull()
-                    | (transforms.sequence("s.") > transforms.sequence("x."))
+            if counts["deletes"]:
+                # deletes are remembered first: a crash before the live MERGE replays both
+                collapsed.where(F.col("cdc_op") == "d").createOrReplaceTempView("cdc_deletes")
+                tables.run(merge_tombstones_sql(tables.tombstones, "cdc_deletes"))
+                STEPS.mark("merge-tombstones")
+            applicable = collapsed
+            if tables.record_count(tables.tombstones):
+                tomb = self.spark.table(tables.tombstones)
+                applicable = (
+                    collapsed.alias("s")
+                    .join(
+                        tomb.alias("x"),
+                        F.col(f"s.{SOURCE_KEY}") == F.col(f"x.{SOURCE_KEY}"),
+                        "left",
+                    )
+                    .where(
+                        (F.col("s.cdc_op") == "d")
+                        | F.col(f"x.{SOURCE_KEY}").isNull()
+                        | (transforms.sequence("s.") > transforms.sequence("x."))
+                    )
+                    .select("s.*")
                 )
-                .select("s.*")
-            )
-            applicable.createOrReplaceTempView("cdc_applicable")
-            tables.run(merge_live_sql(tables.live, "cdc_applicable", data_columns))
+            if key_count:
+                applicable.createOrReplaceTempView("cdc_applicable")
+                tables.run(merge_live_sql(tables.live, "cdc_applicable", data_columns))
+                STEPS.mark("merge-live")
             after_snapshot = tables.current_snapshot_id()
             if after_snapshot == before_snapshot:
-                tables.empty_commit(
-                    {**properties, SUMMARY_METRICS: json.dumps(self._pre_metrics(metrics))}
-                )
+                # nothing changed (all stale or dead): still record the progress
+                tables.empty_commit(properties)
                 after_snapshot = tables.current_snapshot_id()
         finally:
-            tables.clear_snapshot_properties({**properties, SUMMARY_METRICS: ""})
-            dead_rows.unpersist()
-            collapsed.unpersist()
+            tables.clear_snapshot_properties(properties)
         summary = tables.snapshot_summary(after_snapshot) if after_snapshot else {}
         metrics.inserted = int(summary.get("spark.merge-into.num-target-rows-inserted", 0))
         metrics.updated = int(summary.get("spark.merge-into.num-target-rows-updated", 0))
@@ -394,6 +448,7 @@ class BatchWriter:
         self.progress = merged_end
         failpoint(settings, "after_iceberg_commit", batch_id)
         self._commit_group()
+        STEPS.mark("group-commit")
         failpoint(settings, "after_group_commit", batch_id)
 
     def _pre_metrics(self, metrics: BatchMetrics) -> dict[str, Any]:
@@ -626,7 +681,10 @@ def drain(
             # heal a crash between the Iceberg commit and the group commit
             kafka_offsets.commit_group_offsets(settings, table_offsets)
         start_json = resolve_starting_offsets(settings, table_offsets, partitions, starting_offsets)
+        start = _numeric_offsets(settings, kafka_offsets.from_spark_json(start_json, settings.kafka_topic))
+        start_json = kafka_offsets.to_spark_json(settings.kafka_topic, start)
         writer = BatchWriter(spark, settings, tables, checkpoint, dry_run, stop_offsets)
+        writer.initial_offsets = start
         reader = (
             spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
@@ -659,6 +717,23 @@ def drain(
                 ) from error
             raise
         return DrainResult(writer.history, writer.progress)
+
+
+def _numeric_offsets(settings: Settings, offsets: dict[int, int]) -> dict[int, int]:
+    """Replace Spark's -2 (earliest) and -1 (latest) by the broker's real offsets."""
+    if all(o >= 0 for o in offsets.values()):
+        return offsets
+    beginning = kafka_offsets.beginning_offsets(settings)
+    latest = kafka_offsets.end_offsets(settings)
+    resolved = {}
+    for partition, offset in offsets.items():
+        if offset == -2:
+            resolved[partition] = beginning[partition]
+        elif offset == -1:
+            resolved[partition] = latest[partition]
+        else:
+            resolved[partition] = offset
+    return resolved
 
 
 class _nullcontext:

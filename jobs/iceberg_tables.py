@@ -204,10 +204,10 @@ def plan_evolution(
 class IcebergTables:
     """The three tables of one pipeline, through Spark SQL."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, buckets: int = 16) -> None:
+    def __init__(self, spark: SparkSession, settings: Settings) -> None:
         self.spark = spark
         self.settings = settings
-        self.buckets = buckets
+        self.buckets = settings.iceberg_buckets
         self.live = settings.qualified(settings.iceberg_table)
         self.tombstones = settings.qualified(settings.tombstone_table)
         self.dlq = settings.qualified(settings.iceberg_dlq_table)
@@ -240,12 +240,26 @@ class IcebergTables:
             log.warning("schema evolution: widening %s to %s in %s", name, spark_type, self.live)
             self.spark.sql(f"ALTER TABLE {self.live} ALTER COLUMN `{name}` TYPE {spark_type}")
 
+    def java_table(self, table: str | None = None) -> Any:
+        """The Iceberg ``Table`` behind a Spark table name, refreshed (cheap metadata access)."""
+        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
+        loaded = jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
+            self.spark._jsparkSession,  # type: ignore[attr-defined]
+            table or self.live,
+        )
+        loaded.refresh()
+        return loaded
+
     def current_snapshot_id(self, table: str | None = None) -> int | None:
-        rows = self.spark.sql(
-            f"SELECT snapshot_id FROM {table or self.live}.history "
-            "WHERE is_current_ancestor ORDER BY made_current_at DESC LIMIT 1"
-        ).collect()
-        return int(rows[0][0]) if rows else None
+        snapshot = self.java_table(table).currentSnapshot()
+        return int(snapshot.snapshotId()) if snapshot is not None else None
+
+    def record_count(self, table: str | None = None) -> int:
+        """Records in data files of the current snapshot (deletes not subtracted)."""
+        snapshot = self.java_table(table).currentSnapshot()
+        if snapshot is None:
+            return 0
+        return int(snapshot.summary().get("total-records") or 0)
 
     def committed_offsets(self) -> dict[int, int]:
         """The end offsets the live table records for this pipeline (its newest commit)."""
@@ -267,19 +281,15 @@ class IcebergTables:
         return dict(rows[0][0]) if rows else None
 
     def snapshot_summary(self, snapshot_id: int, table: str | None = None) -> dict[str, str]:
-        rows = self.spark.sql(
-            f"SELECT summary FROM {table or self.live}.snapshots WHERE snapshot_id = {int(snapshot_id)}"
-        ).collect()
-        return dict(rows[0][0]) if rows else {}
+        snapshot = self.java_table(table).snapshot(int(snapshot_id))
+        if snapshot is None:
+            return {}
+        summary = snapshot.summary()
+        return {str(k): str(summary.get(k)) for k in summary.keySet()}
 
     def empty_commit(self, properties: Mapping[str, str]) -> None:
         """A snapshot that changes no data but records progress in its summary."""
-        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
-        table = jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
-            self.spark._jsparkSession,  # type: ignore[attr-defined]
-            self.live,
-        )
-        append = table.newAppend()
+        append = self.java_table().newAppend()
         for key, value in properties.items():
             append = append.set(key, value)
         append.commit()

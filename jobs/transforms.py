@@ -42,8 +42,8 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
     ``lsn_raw``, ``key_raw`` (the row key as text), ``row`` (the new row, or the
     old row of a delete, as map<string,string>), ``schema_json`` (the envelope's
     schema block when wrapped), and ``problem``: null, or why the record cannot
-    be applied. Kafka tombstones (null value) are dropped here: they carry no
-    new state after the delete that precedes them.
+    be applied. Kafka tombstones (null value) are flagged ``kafka_tombstone``:
+    they carry no new state after the delete that precedes them.
     """
     value_text = F.col("value").cast("string")
     root = _json_map(value_text)
@@ -70,7 +70,7 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         row = F.when(op == "d", before).otherwise(after)
         source_ok = source.isNotNull()
 
-    parsed = raw.where(F.col("value").isNotNull()).select(
+    parsed = raw.select(
         "key",
         "value",
         "topic",
@@ -86,11 +86,13 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         root.isNull().alias("_bad_json"),
         body.isNull().alias("_bad_body"),
         source_ok.alias("_source_ok"),
+        F.col("value").isNull().alias("kafka_tombstone"),
     )
     ts_ms = F.col("ts_ms_raw").try_cast("bigint")
     lsn = F.col("lsn_raw").try_cast("bigint")
     problem = (
-        F.when(F.col("_bad_json"), F.lit("value is not a JSON object"))
+        F.when(F.col("kafka_tombstone"), F.lit(None).cast("string"))
+        .when(F.col("_bad_json"), F.lit("value is not a JSON object"))
         .when(F.col("_bad_body"), F.lit("payload is not a JSON object"))
         .when(F.col("op").isNull(), F.lit("no op field"))
         .when(F.col("op") == "t", F.lit("truncate event (op=t)"))
@@ -119,6 +121,7 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         "row",
         F.col("key_raw").alias(SOURCE_KEY),
         "schema_json",
+        "kafka_tombstone",
         problem.alias("problem"),
     )
 

@@ -1,0 +1,147 @@
+"""Read the Iceberg tables with pyiceberg: state for validation, progress, metrics.
+
+pyiceberg reads the same SQL catalog the Spark job writes, so Airflow tasks
+inspect the table without starting Spark.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cdc_iceberg.checks import TableStats
+from cdc_iceberg.schema import (
+    SOURCE_KEY,
+    SUMMARY_METRICS,
+    SUMMARY_OFFSETS,
+    SUMMARY_PIPELINE,
+    SUMMARY_RANGE,
+    SUMMARY_TOPIC,
+)
+from cdc_iceberg.settings import Settings
+
+
+def catalog(settings: Settings) -> Any:
+    """The pyiceberg catalog of the settings (the one Spark writes through JDBC)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    return SqlCatalog(
+        settings.iceberg_catalog_name,
+        uri=settings.iceberg_catalog_uri,
+        warehouse=settings.iceberg_warehouse,
+    )
+
+
+def table_exists(settings: Settings, table: str | None = None) -> bool:
+    return bool(catalog(settings).table_exists(table or settings.iceberg_table))
+
+
+def _ancestry(table: Any) -> list[Any]:
+    """Snapshots of the current branch, newest first."""
+    by_id = {s.snapshot_id: s for s in table.snapshots()}
+    chain = []
+    current = table.current_snapshot()
+    while current is not None:
+        chain.append(current)
+        parent = current.parent_snapshot_id
+        current = by_id.get(parent) if parent is not None else None
+    return chain
+
+
+def _summary(snapshot: Any) -> dict[str, str]:
+    return dict(snapshot.summary.additional_properties) if snapshot.summary else {}
+
+
+def current_snapshot_id(settings: Settings) -> int | None:
+    if not table_exists(settings):
+        return None
+    snapshot = catalog(settings).load_table(settings.iceberg_table).current_snapshot()
+    return int(snapshot.snapshot_id) if snapshot is not None else None
+
+
+def committed_offsets(settings: Settings, pipeline_id: str | None = None) -> dict[int, int]:
+    """End offsets the table records for a pipeline (empty if it never committed)."""
+    if not table_exists(settings):
+        return {}
+    pipeline_id = pipeline_id or settings.pipeline_id
+    table = catalog(settings).load_table(settings.iceberg_table)
+    for snapshot in _ancestry(table):
+        summary = _summary(snapshot)
+        if (
+            summary.get(SUMMARY_PIPELINE) == pipeline_id
+            and summary.get(SUMMARY_TOPIC) == settings.kafka_topic
+            and SUMMARY_OFFSETS in summary
+        ):
+            return {int(p): int(o) for p, o in json.loads(summary[SUMMARY_OFFSETS]).items()}
+    return {}
+
+
+def batches_since(settings: Settings, snapshot_id: int | None) -> list[dict[str, Any]]:
+    """Batch metrics of the pipeline's commits made after ``snapshot_id``, oldest first."""
+    if not table_exists(settings):
+        return []
+    table = catalog(settings).load_table(settings.iceberg_table)
+    out = []
+    for snapshot in _ancestry(table):
+        if snapshot_id is not None and snapshot.snapshot_id == snapshot_id:
+            break
+        summary = _summary(snapshot)
+        if summary.get(SUMMARY_PIPELINE) != settings.pipeline_id:
+            continue
+        metrics = json.loads(summary.get(SUMMARY_METRICS, "{}"))
+        metrics.update(
+            snapshot_id=snapshot.snapshot_id,
+            offsets=json.loads(summary.get(SUMMARY_RANGE, "{}")),
+            inserted=int(summary.get("spark.merge-into.num-target-rows-inserted", 0)),
+            updated=int(summary.get("spark.merge-into.num-target-rows-updated", 0)),
+            deleted=int(summary.get("spark.merge-into.num-target-rows-deleted", 0)),
+        )
+        out.append(metrics)
+    return list(reversed(out))
+
+
+def dead_letters(settings: Settings, since_ms: int | None = None) -> list[dict[str, Any]]:
+    """Dead letters (coordinates, reason, time), optionally only those written since ``since_ms``."""
+    if not table_exists(settings, settings.iceberg_dlq_table):
+        return []
+    table = catalog(settings).load_table(settings.iceberg_dlq_table)
+    fields = ("kafka_partition", "kafka_offset", "reason", "dead_lettered_at")
+    rows = table.scan(selected_fields=fields).to_arrow().to_pylist()
+    if since_ms is None:
+        return rows
+    return [r for r in rows if r["dead_lettered_at"].timestamp() * 1000 >= since_ms]
+
+
+def table_stats(settings: Settings, since_ms: int) -> TableStats:
+    """Row count, duplicate and null keys, newest change time, dead letters (new since a time)."""
+    import pyarrow.compute as pc
+
+    table = catalog(settings).load_table(settings.iceberg_table)
+    arrow = table.scan(selected_fields=(SOURCE_KEY, "ts_ms")).to_arrow()
+    keys = arrow.column(SOURCE_KEY)
+    counts = pc.value_counts(keys.drop_null()) if len(keys) else None
+    duplicates: dict[str, int] = {}
+    if counts is not None:
+        for item in counts.to_pylist():
+            if item["counts"] > 1:
+                duplicates[item["values"]] = item["counts"]
+    newest = pc.max(arrow.column("ts_ms")).as_py() if arrow.num_rows else None
+    letters = dead_letters(settings)
+    new = [r for r in letters if r["dead_lettered_at"].timestamp() * 1000 >= since_ms]
+    return TableStats(
+        rows=arrow.num_rows,
+        duplicate_keys=duplicates,
+        null_keys=keys.null_count,
+        newest_ts_ms=newest,
+        dead_letters=len(letters),
+        new_dead_letters=len(new),
+        new_incompatible_schema=sum(
+            1 for r in new if (r["reason"] or "").startswith("incompatible schema change")
+        ),
+    )
+
+
+def sample_rows(settings: Settings, limit: int = 5) -> list[dict[str, Any]]:
+    table = catalog(settings).load_table(settings.iceberg_table)
+    columns = ("article_id", "title", "source", "word_count", "updated_at", "ts_ms", "lsn")
+    return table.scan(selected_fields=columns, limit=limit).to_arrow().to_pylist()

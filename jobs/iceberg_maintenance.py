@@ -1,0 +1,132 @@
+"""Iceberg table maintenance for the CDC tables.
+
+Run::
+
+    make maintain      # or: python jobs/iceberg_maintenance.py
+
+For the live, tombstone and dead-letter tables: compact small files and fold
+merge-on-read deletes into data files, rewrite manifests, expire snapshots
+older than ``MAINTENANCE_SNAPSHOT_RETENTION_HOURS`` (keeping the last
+``MAINTENANCE_RETAIN_LAST``), and remove orphan files. Tombstones older than
+``CDC_TOMBSTONE_RETENTION_HOURS``, or superseded by a newer live row, are
+pruned. The pipeline's offsets survive: after a rewrite the newest progress
+record is copied into a fresh snapshot before anything expires.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from cdc_iceberg.schema import SOURCE_KEY, SUMMARY_PIPELINE
+from cdc_iceberg.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from jobs.iceberg_tables import IcebergTables
+
+log = logging.getLogger("iceberg_maintenance")
+
+_PROGRESS_KEYS = ("cdc.pipeline-id", "cdc.topic", "cdc.batch-id", "cdc.offsets")
+
+
+def _timestamp(hours_ago: int) -> str:
+    moment = time.gmtime(time.time() - hours_ago * 3600)
+    return time.strftime("%Y-%m-%d %H:%M:%S", moment)
+
+
+def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours: int) -> None:
+    """Forget deletes past retention, and those a newer live row has superseded."""
+    from jobs.iceberg_tables import seq_newer
+
+    spark.sql(
+        f"DELETE FROM {tables.tombstones} "
+        f"WHERE deleted_at < TIMESTAMP '{_timestamp(retention_hours)}'"
+    )
+    spark.sql(
+        f"SELECT x.{SOURCE_KEY} FROM {tables.tombstones} x JOIN {tables.live} l "
+        f"ON x.{SOURCE_KEY} = l.{SOURCE_KEY} WHERE {seq_newer('l', 'x')}"
+    ).createOrReplaceTempView("cdc_superseded")
+    spark.sql(
+        f"MERGE INTO {tables.tombstones} t USING cdc_superseded s "
+        f"ON t.{SOURCE_KEY} = s.{SOURCE_KEY} WHEN MATCHED THEN DELETE"
+    )
+
+
+def restamp_progress(tables: IcebergTables) -> bool:
+    """Copy the newest progress record into a new snapshot if the current one lacks it."""
+    current = tables.current_snapshot_id()
+    if current is None:
+        return False
+    if SUMMARY_PIPELINE in tables.snapshot_summary(current):
+        return False
+    latest = tables.latest_pipeline_summary()
+    if latest is None:
+        return False
+    tables.empty_commit({k: latest[k] for k in _PROGRESS_KEYS if k in latest})
+    return True
+
+
+def maintain_table(spark: SparkSession, settings: Settings, table: str) -> dict[str, Any]:
+    catalog = settings.iceberg_catalog_name
+    name = table.split(".", 1)[1]
+    target = settings.maintenance_target_file_mb * 1024 * 1024
+    report: dict[str, Any] = {"table": name}
+    rows = spark.sql(
+        f"CALL {catalog}.system.rewrite_data_files(table => '{name}', "
+        f"options => map('min-input-files', '2', 'delete-file-threshold', '1', "
+        f"'target-file-size-bytes', '{target}', 'partial-progress.enabled', 'true'))"
+    ).collect()
+    report["rewritten_files"] = int(rows[0][0]) if rows else 0
+    spark.sql(f"CALL {catalog}.system.rewrite_manifests('{name}')").collect()
+    return report
+
+
+def expire_and_clean(spark: SparkSession, settings: Settings, table: str) -> dict[str, Any]:
+    catalog = settings.iceberg_catalog_name
+    name = table.split(".", 1)[1]
+    expired = spark.sql(
+        f"CALL {catalog}.system.expire_snapshots(table => '{name}', "
+        f"older_than => TIMESTAMP '{_timestamp(settings.maintenance_snapshot_retention_hours)}', "
+        f"retain_last => {int(settings.maintenance_retain_last)})"
+    ).collect()
+    orphans = spark.sql(
+        f"CALL {catalog}.system.remove_orphan_files(table => '{name}', "
+        f"older_than => TIMESTAMP '{_timestamp(settings.maintenance_orphan_age_hours)}')"
+    ).collect()
+    return {
+        "expired_data_files": int(expired[0][0]) if expired else 0,
+        "orphan_files_removed": len(orphans),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.cdc_to_iceberg import build_session
+    from jobs.iceberg_tables import IcebergTables
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    spark = build_session(settings, app_name="iceberg_maintenance")
+    try:
+        tables = IcebergTables(spark, settings)
+        tables.ensure()
+        prune_tombstones(spark, tables, settings.tombstone_retention_hours)
+        reports = []
+        for table in (tables.live, tables.tombstones, tables.dlq):
+            reports.append(maintain_table(spark, settings, table))
+        restamped = restamp_progress(tables)
+        for table, report in zip((tables.live, tables.tombstones, tables.dlq), reports, strict=True):
+            report.update(expire_and_clean(spark, settings, table))
+        print(json.dumps({"event": "iceberg_maintenance", "restamped": restamped,
+                          "tables": reports}), flush=True)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

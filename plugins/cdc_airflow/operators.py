@@ -1,0 +1,278 @@
+"""Operators: drain (spark-submit of the job), validate, reset, maintenance."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from cdc_airflow.hooks import CdcKafkaHook
+from cdc_iceberg.settings import PROJECT_ROOT, Settings
+
+JOBS = PROJECT_ROOT / "jobs"
+
+
+def _overrides(**values: Any) -> dict[str, Any]:
+    """Operator arguments that were given (templated strings may arrive empty)."""
+    return {k: v for k, v in values.items() if v not in (None, "")}
+
+
+class _SparkJobOperator(SparkSubmitOperator):
+    """spark-submit of one of the product's jobs with Settings as its only configuration."""
+
+    job_file: Path = JOBS / "cdc_to_iceberg.py"
+
+    def __init__(
+        self,
+        *,
+        kafka_conn_id: str = CdcKafkaHook.default_conn_name,
+        spark_conn_id: str = "spark_default",
+        table: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("name", self.job_file.stem)
+        super().__init__(application=str(self.job_file), conn_id=spark_conn_id, **kwargs)
+        self.kafka_conn_id = kafka_conn_id
+        self.table = table
+
+    def job_settings(self) -> Settings:
+        settings = CdcKafkaHook(self.kafka_conn_id).settings()
+        return settings.replace(**_overrides(iceberg_table=self.table))
+
+    def submit(self, context: Any, settings: Settings, args: list[str]) -> None:
+        from cdc_iceberg.spark_conf import spark_conf, spark_env, spark_jars
+
+        conf = spark_conf(settings)
+        self.driver_memory = conf.pop("spark.driver.memory", None)
+        self.conf = conf
+        self.jars = ",".join(spark_jars(settings))
+        child = spark_env()
+        # the job reads the same Settings from its environment
+        self.env_vars = {
+            **{k: child[k] for k in ("SPARK_HOME", "PATH", "PYTHONPATH", "PYSPARK_PYTHON")},
+            **settings.to_env(),
+        }
+        self.application_args = args
+        # the hook is built from these attributes on execute
+        self._hook = None
+        super().execute(context)
+
+
+class CdcDrainOperator(_SparkJobOperator):
+    """One availableNow drain of the topic into the table, as a spark-submit.
+
+    Before paying for a Spark start it compares the topic's end offsets with
+    the offsets the table records: when nothing is new the task ends at once.
+    Returns (XCom) the batch metrics the job recorded in the snapshot summaries.
+    """
+
+    template_fields: Sequence[str] = (
+        *SparkSubmitOperator.template_fields,
+        "table",
+        "pipeline_id",
+        "checkpoint_location",
+        "starting_offsets",
+        "stop_offsets",
+        "dry_run",
+    )
+
+    def __init__(
+        self,
+        *,
+        pipeline_id: str | None = None,
+        checkpoint_location: str | None = None,
+        starting_offsets: str | None = None,
+        stop_offsets: str | None = None,
+        dry_run: bool | str = False,
+        skip_when_idle: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pipeline_id = pipeline_id
+        self.checkpoint_location = checkpoint_location
+        self.starting_offsets = starting_offsets
+        self.stop_offsets = stop_offsets
+        self.dry_run = dry_run
+        self.skip_when_idle = skip_when_idle
+
+    def job_settings(self) -> Settings:
+        return (
+            super()
+            .job_settings()
+            .replace(
+                **_overrides(
+                    pipeline_id=self.pipeline_id, checkpoint_location=self.checkpoint_location
+                )
+            )
+        )
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from cdc_iceberg import kafka_offsets, table_state
+
+        settings = self.job_settings()
+        started_ms = int(time.time() * 1000)
+        dry_run = str(self.dry_run).lower() in ("true", "1", "yes")
+        if self.skip_when_idle and not self.starting_offsets:
+            end = kafka_offsets.end_offsets(settings)
+            recorded = table_state.committed_offsets(settings)
+            pending = kafka_offsets.lag(end, recorded) if recorded else end
+            if recorded and sum(pending.values()) == 0:
+                self.log.info("nothing new in %s since the last commit: Spark not started",
+                              settings.kafka_topic)
+                return {"skipped": True, "started_ms": started_ms, "batches": [],
+                        "table_offsets": {str(p): o for p, o in recorded.items()}}
+        args: list[str] = []
+        if dry_run:
+            args.append("--dry-run")
+        if self.starting_offsets:
+            args += ["--starting-offsets", str(self.starting_offsets)]
+        if self.stop_offsets:
+            args += ["--stop-offsets", str(self.stop_offsets)]
+        before = table_state.current_snapshot_id(settings)
+        self.submit(context, settings, args)
+        batches = table_state.batches_since(settings, before)
+        totals: dict[str, int] = {}
+        for batch in batches:
+            for key in ("events_in", "dead_lettered", "collapsed_in_batch", "inserted",
+                        "updated", "deleted"):
+                totals[key] = totals.get(key, 0) + int(batch.get(key, 0) or 0)
+        result = {
+            "skipped": False,
+            "dry_run": dry_run,
+            "started_ms": started_ms,
+            "batches": batches,
+            "totals": totals,
+            "table_offsets": {
+                str(p): o for p, o in table_state.committed_offsets(settings).items()
+            },
+        }
+        self.log.info("drain: %s", json.dumps(totals))
+        return result
+
+
+class CdcValidateOperator(BaseOperator):
+    """Check the table after a drain and fail with the reasons when something is wrong.
+
+    The seed's queries (no duplicate ``article_id``) and more: no null keys,
+    dead-letter growth in this run, incompatible schema changes, freshness of
+    the newest change, and the batch metrics of the drain.
+    """
+
+    template_fields: Sequence[str] = ("table", "max_staleness_s", "max_new_dead_letters")
+
+    def __init__(
+        self,
+        *,
+        drain_task_id: str = "drain",
+        table: str | None = None,
+        max_staleness_s: int | str | None = None,
+        max_new_dead_letters: int | str = 0,
+        kafka_conn_id: str = CdcKafkaHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.drain_task_id = drain_task_id
+        self.table = table
+        self.max_staleness_s = max_staleness_s
+        self.max_new_dead_letters = max_new_dead_letters
+        self.kafka_conn_id = kafka_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from cdc_iceberg import table_state
+        from cdc_iceberg.checks import validate
+
+        settings = CdcKafkaHook(self.kafka_conn_id).settings().replace(
+            **_overrides(iceberg_table=self.table)
+        )
+        drain = context["ti"].xcom_pull(task_ids=self.drain_task_id) or {}
+        since_ms = int(drain.get("started_ms") or time.time() * 1000)
+        if not table_state.table_exists(settings):
+            raise AirflowFailException(
+                f"table {settings.iceberg_table} does not exist: no drain has run yet"
+            )
+        stats = table_state.table_stats(settings, since_ms)
+        staleness = None if self.max_staleness_s in (None, "", "None") else int(self.max_staleness_s)
+        report = validate(
+            stats,
+            now_ms=int(time.time() * 1000),
+            max_staleness_s=staleness,
+            max_new_dead_letters=int(self.max_new_dead_letters),
+            batches=drain.get("batches") or [],
+        )
+        self.log.info("%s", report.message())
+        if not report.ok:
+            raise AirflowFailException(report.message())
+        return report.facts
+
+
+RESET_SCOPES = ("checkpoint", "offsets", "full-rebuild")
+
+
+class CdcResetOperator(BaseOperator):
+    """Reset a pipeline, leaving checkpoint, group offsets and table in agreement.
+
+    * ``checkpoint``: archive the checkpoint; the next drain resumes from the
+      offsets the table records (nothing is reprocessed).
+    * ``offsets``: archive the checkpoint and move the pipeline's position to
+      ``reset_to`` (earliest retained or latest) in the table and the group.
+      Reprocessing is safe: the writer is idempotent.
+    * ``full-rebuild``: archive the checkpoint, empty the live and tombstone
+      tables and start again from the earliest retained offsets.
+
+    The checkpoint is renamed, never deleted. ``confirm`` must repeat the table
+    name, and ``dry_run`` only reports what would change.
+    """
+
+    template_fields: Sequence[str] = ("scope", "confirm", "reset_to", "table", "dry_run")
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        confirm: str,
+        reset_to: str = "earliest",
+        table: str | None = None,
+        dry_run: bool | str = True,
+        kafka_conn_id: str = CdcKafkaHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.scope = scope
+        self.confirm = confirm
+        self.reset_to = reset_to
+        self.table = table
+        self.dry_run = dry_run
+        self.kafka_conn_id = kafka_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from cdc_iceberg import reset
+
+        settings = CdcKafkaHook(self.kafka_conn_id).settings().replace(
+            **_overrides(iceberg_table=self.table)
+        )
+        try:
+            plan = reset.plan_reset(settings, str(self.scope), str(self.confirm), str(self.reset_to))
+        except ValueError as error:
+            raise AirflowFailException(str(error)) from error
+        dry_run = str(self.dry_run).lower() in ("true", "1", "yes")
+        self.log.info("reset plan%s: %s", " (dry run)" if dry_run else "", plan.describe())
+        if not dry_run:
+            reset.apply_reset(settings, plan)
+        return {"dry_run": dry_run, **plan.as_dict()}
+
+
+class IcebergMaintenanceOperator(_SparkJobOperator):
+    """Table maintenance as a spark-submit of ``jobs/iceberg_maintenance.py``."""
+
+    job_file = JOBS / "iceberg_maintenance.py"
+    template_fields: Sequence[str] = (*SparkSubmitOperator.template_fields, "table")
+
+    def execute(self, context: Any) -> None:
+        settings = self.job_settings()
+        self.submit(context, settings, [])

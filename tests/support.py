@@ -1,0 +1,108 @@
+"""Helpers for tests: produce records, read the Iceberg tables back with pyiceberg."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from cdc_iceberg.generator import Message, produce
+from cdc_iceberg.kafka_offsets import ensure_topic
+from cdc_iceberg.settings import Settings
+from reference_fold import DATA_COLUMNS, Record
+
+
+def send(
+    settings: Settings, messages: Sequence[Message], partitions: int = 3, **kwargs: Any
+) -> list[Record]:
+    """Create the topic if needed, write ``messages`` and return them as fold records."""
+    ensure_topic(settings, partitions=partitions)
+    produced = produce(settings, messages, **kwargs)
+    return [Record(p.partition, p.offset, p.message.key, p.message.value) for p in produced]
+
+
+def catalog(settings: Settings) -> Any:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    return SqlCatalog(
+        settings.iceberg_catalog_name,
+        uri=settings.iceberg_catalog_uri,
+        warehouse=settings.iceberg_warehouse,
+    )
+
+
+def read_rows(settings: Settings, table: str | None = None) -> list[dict[str, Any]]:
+    loaded = catalog(settings).load_table(table or settings.iceberg_table)
+    return loaded.scan().to_arrow().to_pylist()
+
+
+def live_rows(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The live table keyed by article_id; fails on a duplicate key."""
+    rows: dict[str, dict[str, Any]] = {}
+    for row in read_rows(settings):
+        assert row["article_id"] not in rows, f"duplicate key {row['article_id']}"
+        rows[row["article_id"]] = row
+    return rows
+
+
+def assert_table_equals_fold(settings: Settings, expected: dict[str, dict[str, Any]]) -> None:
+    actual = live_rows(settings)
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    assert not missing and not extra, f"missing keys {missing[:5]}, unexpected keys {extra[:5]}"
+    for key, want in expected.items():
+        got = actual[key]
+        for column in DATA_COLUMNS:
+            assert got[column] == want[column], (
+                f"{key}.{column}: table has {got[column]!r}, fold says {want[column]!r}"
+            )
+        assert (got["ts_ms"], got["lsn"], got["kafka_partition"], got["kafka_offset"]) == want[
+            "_seq"
+        ], f"{key}: sequence differs"
+
+
+def snapshots(settings: Settings, table: str | None = None) -> list[dict[str, str]]:
+    """Snapshot summaries of a table, oldest first (current ancestry only)."""
+    loaded = catalog(settings).load_table(table or settings.iceberg_table)
+    current = loaded.current_snapshot()
+    chain = []
+    by_id = {s.snapshot_id: s for s in loaded.snapshots()}
+    while current is not None:
+        chain.append(current)
+        current = by_id.get(current.parent_snapshot_id) if current.parent_snapshot_id else None
+    return [dict(s.summary.additional_properties) for s in reversed(chain)]
+
+
+def committed_ranges(settings: Settings) -> list[dict[int, tuple[int, int]]]:
+    """Per commit of this pipeline, the offset range it recorded."""
+    out = []
+    for summary in snapshots(settings):
+        if summary.get("cdc.pipeline-id") != settings.pipeline_id:
+            continue
+        ranges = json.loads(summary["cdc.batch-range"])
+        out.append({int(p): (int(r[0]), int(r[1])) for p, r in ranges.items()})
+    return out
+
+
+def assert_ranges_tile(
+    settings: Settings, end: dict[int, int], begin: dict[int, int] | None = None
+) -> None:
+    """Recorded ranges of each partition are contiguous, non-overlapping, and reach ``end``."""
+    by_partition: dict[int, list[tuple[int, int]]] = {}
+    for ranges in committed_ranges(settings):
+        for partition, span in ranges.items():
+            by_partition.setdefault(partition, []).append(span)
+    for partition, last in end.items():
+        spans = by_partition.get(partition, [])
+        if last == (begin or {}).get(partition, 0):
+            continue
+        assert spans, f"partition {partition}: no committed range, expected up to {last}"
+        assert spans[0][0] == (begin or {}).get(partition, 0), f"p{partition} starts at {spans[0]}"
+        for previous, following in zip(spans, spans[1:], strict=False):
+            assert previous[1] == following[0], f"p{partition}: gap or overlap {previous} {following}"
+            assert following[0] < following[1], f"p{partition}: empty range {following}"
+        assert spans[-1][1] == last, f"p{partition}: ends at {spans[-1][1]}, topic ends at {last}"
+
+
+def dead_letters(settings: Settings) -> list[dict[str, Any]]:
+    return read_rows(settings, settings.iceberg_dlq_table)
