@@ -24,8 +24,9 @@ def _feed(settings: Settings, events: int, keys: int) -> int:
     already = sum(kafka_offsets.end_offsets(settings).values())
     # a new seed per run, so a second demo adds fresh changes instead of repeating old ones
     source = ArticleSource(seed=7 + already, partitions=3, event_format=settings.event_format)
-    messages = source.random_history(events, keys, snapshot_rows=keys // 4,
-                                     toast_share=0.1, redelivery_share=0.02)
+    messages = source.random_history(
+        events, keys, snapshot_rows=keys // 4, toast_share=0.1, redelivery_share=0.02
+    )
     produce(settings, messages)
     return len(messages)
 
@@ -43,10 +44,15 @@ def main() -> int:
     with open(log_path, "w") as log:
         code = subprocess.call(
             [sys.executable, "-m", "airflow", "dags", "test", "cdc_to_iceberg"],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-    print(f"   DAG run {'succeeded' if code == 0 else 'FAILED'} (log: {log_path})")
-    for line in log_path.read_text(errors="replace").splitlines():
+    text = log_path.read_text(errors="replace")
+    finished = [line for line in text.splitlines() if "DagRun Finished" in line]
+    succeeded = code == 0 and bool(finished) and "state=success" in finished[-1]
+    code = 0 if succeeded else 1
+    print(f"   DAG run {'succeeded' if succeeded else 'FAILED'} (log: {log_path})")
+    for line in text.splitlines():
         if '"event": "cdc_batch"' in line or "validation " in line or "consumer lag" in line:
             print("   " + line[line.find("{") if "{" in line else 0 :][:220])
 
@@ -57,8 +63,9 @@ def main() -> int:
     stats = table_state.table_stats(settings, since_ms=started_ms)
     print(f"   row count: {stats.rows}")
 
-    report = validate(stats, now_ms=int(time.time() * 1000), max_staleness_s=None,
-                      max_new_dead_letters=0)
+    report = validate(
+        stats, now_ms=int(time.time() * 1000), max_staleness_s=None, max_new_dead_letters=0
+    )
     print("== validation")
     print("   " + report.message())
 

@@ -46,9 +46,32 @@ COLUMNS = (
 )
 DEBEZIUM_VERSION = "3.6.1.Final"
 _WORDS = (
-    "market data river policy climate vote league model cloud chip energy health "
-    "storm court rocket trade film city school bank ocean crop virus port union"
-).split()
+    "market",
+    "data",
+    "river",
+    "policy",
+    "climate",
+    "vote",
+    "league",
+    "model",
+    "cloud",
+    "chip",
+    "energy",
+    "health",
+    "storm",
+    "court",
+    "rocket",
+    "trade",
+    "film",
+    "city",
+    "school",
+    "bank",
+    "ocean",
+    "crop",
+    "virus",
+    "port",
+    "union",
+)
 _SOURCES = ("Reuters", "AP", "BBC", "Le Monde", "NHK", "Der Spiegel", "El País", "ABC")
 _AUTHORS = ("Ada Lovelace", "Zoë Ångström", "José Núñez", "李雷", "Ivan Petrov", None)
 
@@ -383,8 +406,13 @@ def envelope_schema() -> dict[str, Any]:
         "fields": [
             before,
             after,
-            {"type": "struct", "fields": [], "optional": False, "field": "source",
-             "name": "io.debezium.connector.postgresql.Source"},
+            {
+                "type": "struct",
+                "fields": [],
+                "optional": False,
+                "field": "source",
+                "name": "io.debezium.connector.postgresql.Source",
+            },
             {"type": "struct", "fields": [], "optional": True, "field": "transaction"},
             _field("op", "string", optional=False),
             _field("ts_ms", "int64"),
@@ -437,9 +465,7 @@ def produce(
             producer.init_transactions()
             producer.begin_transaction()
         futures = [
-            producer.send(
-                settings.kafka_topic, key=m.key, value=m.value, partition=m.partition
-            )
+            producer.send(settings.kafka_topic, key=m.key, value=m.value, partition=m.partition)
             for m in messages
         ]
         producer.flush()

@@ -9,6 +9,7 @@ the rest talks to a real broker through kafka-python.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -29,7 +30,10 @@ class TopicMissingError(RuntimeError):
 
 
 def lag(end: Mapping[int, int], committed: Mapping[int, int]) -> dict[int, int]:
-    """Records per partition between ``committed`` and ``end`` (a partition never committed lags fully)."""
+    """Records per partition between ``committed`` and ``end``.
+
+    A partition the group never committed lags by its whole end offset.
+    """
     return {p: max(0, end[p] - committed.get(p, 0)) for p in sorted(end)}
 
 
@@ -121,8 +125,7 @@ def offsets_for_timestamp(settings: Settings, timestamp_ms: int) -> Offsets:
         found = client.offsets_for_times({tp: timestamp_ms for tp in parts})
         ends = client.end_offsets(parts)
     return {
-        tp.partition: (found[tp].offset if found.get(tp) is not None else ends[tp])
-        for tp in parts
+        tp.partition: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in parts
     }
 
 
@@ -196,17 +199,14 @@ def ensure_topic(
     """Create the topic if it does not exist (local stack and tests)."""
     from kafka.errors import TopicAlreadyExistsError
 
-    with admin(settings) as client:
-        try:
-            client.create_topics(
-                {
-                    settings.kafka_topic: {
-                        "num_partitions": partitions,
-                        "replication_factor": 1,
-                        "configs": dict(configs or {}),
-                    }
-                },
-                wait_for_metadata=True,
-            )
-        except TopicAlreadyExistsError:
-            pass
+    with admin(settings) as client, contextlib.suppress(TopicAlreadyExistsError):
+        client.create_topics(
+            {
+                settings.kafka_topic: {
+                    "num_partitions": partitions,
+                    "replication_factor": 1,
+                    "configs": dict(configs or {}),
+                }
+            },
+            wait_for_metadata=True,
+        )

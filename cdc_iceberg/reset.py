@@ -61,7 +61,9 @@ def _checkpoint_dir(location: str) -> Path:
     return Path(parsed.path if parsed.scheme else location)
 
 
-def plan_reset(settings: Settings, scope: str, confirm: str, reset_to: str = "earliest") -> ResetPlan:
+def plan_reset(
+    settings: Settings, scope: str, confirm: str, reset_to: str = "earliest"
+) -> ResetPlan:
     """Validate the request and compute what the reset will do (no side effects)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")

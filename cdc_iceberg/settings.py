@@ -92,7 +92,8 @@ class Settings:
         scheme = urlparse(self.iceberg_catalog_uri).scheme
         if not scheme.startswith(("sqlite", "postgresql")):
             raise SettingsError(
-                f"ICEBERG_CATALOG_URI must be a sqlite:// or postgresql:// URL, got scheme {scheme!r}"
+                "ICEBERG_CATALOG_URI must be a sqlite:// or postgresql:// URL, "
+                f"got scheme {scheme!r}"
             )
 
     # -- derived values -------------------------------------------------
@@ -110,6 +111,15 @@ class Settings:
     def jdbc_catalog_url(self) -> str:
         """The JDBC URL Iceberg's JdbcCatalog needs, from the SQLAlchemy-style URI."""
         return jdbc_url(self.iceberg_catalog_uri)
+
+    def ensure_local_dirs(self) -> None:
+        """Create the folders of a local SQLite catalog and ``file://`` warehouse."""
+        if self.iceberg_catalog_uri.startswith("sqlite") and ":///" in self.iceberg_catalog_uri:
+            Path(self.iceberg_catalog_uri.split(":///", 1)[1]).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        if self.iceberg_warehouse.startswith("file://"):
+            Path(urlparse(self.iceberg_warehouse).path).mkdir(parents=True, exist_ok=True)
 
     def kafka_client_config(self) -> dict[str, str]:
         """Security settings as Kafka client properties (Java names)."""
@@ -145,7 +155,7 @@ class Settings:
         return config
 
     def to_env(self) -> dict[str, str]:
-        """The environment that makes :meth:`from_env` rebuild these settings (for child processes)."""
+        """The environment from which :meth:`from_env` rebuilds these settings (child processes)."""
         env: dict[str, str] = {}
         for field in dataclasses.fields(self):
             name = _RENAMED.get(field.name.upper(), field.name.upper())

@@ -28,13 +28,17 @@ def masked(command: list[str]) -> str:
     out = []
     for part in command:
         key, sep, _value = part.partition("=")
-        out.append(f"{key}=******" if sep and any(m in key.lower() for m in _SECRET_MARKERS) else part)
+        out.append(
+            f"{key}=******" if sep and any(m in key.lower() for m in _SECRET_MARKERS) else part
+        )
     return " ".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="spark-submit a job of this project")
-    parser.add_argument("--job", default="cdc_to_iceberg", choices=["cdc_to_iceberg", "iceberg_maintenance"])
+    parser.add_argument(
+        "--job", default="cdc_to_iceberg", choices=["cdc_to_iceberg", "iceberg_maintenance"]
+    )
     parser.add_argument("job_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     settings = Settings.from_env()

@@ -25,6 +25,7 @@ def catalog(settings: Settings) -> Any:
     """The pyiceberg catalog of the settings (the one Spark writes through JDBC)."""
     from pyiceberg.catalog.sql import SqlCatalog
 
+    settings.ensure_local_dirs()
     return SqlCatalog(
         settings.iceberg_catalog_name,
         uri=settings.iceberg_catalog_uri,
@@ -101,7 +102,7 @@ def batches_since(settings: Settings, snapshot_id: int | None) -> list[dict[str,
 
 
 def dead_letters(settings: Settings, since_ms: int | None = None) -> list[dict[str, Any]]:
-    """Dead letters (coordinates, reason, time), optionally only those written since ``since_ms``."""
+    """Dead letters (coordinates, reason, time); with ``since_ms`` only those written since."""
     if not table_exists(settings, settings.iceberg_dlq_table):
         return []
     table = catalog(settings).load_table(settings.iceberg_dlq_table)

@@ -21,7 +21,6 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, task
-
 from cdc_airflow.operators import CdcDrainOperator
 
 WRITER_POOL = "cdc_iceberg_writer"
@@ -67,7 +66,7 @@ WRITER_POOL = "cdc_iceberg_writer"
             None,
             type=["null", "string"],
             title="Stop offsets",
-            description='With \'offsets\': JSON partition -> offset to stop before.',
+            description="With 'offsets': JSON partition -> offset to stop before.",
         ),
         "target_table": Param(
             "neuronews.articles",
@@ -76,8 +75,9 @@ WRITER_POOL = "cdc_iceberg_writer"
             title="Target table",
             description="namespace.table in the Iceberg catalog.",
         ),
-        "dry_run": Param(True, type="boolean", title="Dry run",
-                         description="Report only; write nothing."),
+        "dry_run": Param(
+            True, type="boolean", title="Dry run", description="Report only; write nothing."
+        ),
     },
 )
 def cdc_backfill() -> None:

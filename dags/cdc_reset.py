@@ -26,7 +26,6 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag
-
 from cdc_airflow.operators import CdcResetOperator
 
 WRITER_POOL = "cdc_iceberg_writer"
@@ -68,8 +67,9 @@ WRITER_POOL = "cdc_iceberg_writer"
             title="Confirm: type the table name again",
             description="Must equal the table name, or nothing happens.",
         ),
-        "dry_run": Param(True, type="boolean", title="Dry run",
-                         description="Print the plan; change nothing."),
+        "dry_run": Param(
+            True, type="boolean", title="Dry run", description="Print the plan; change nothing."
+        ),
     },
 )
 def cdc_reset() -> None:

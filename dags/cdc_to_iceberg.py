@@ -21,7 +21,6 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import dag
-
 from cdc_airflow.operators import CdcDrainOperator, CdcValidateOperator
 from cdc_airflow.sensors import KafkaLagSensor
 
@@ -46,8 +45,9 @@ WRITER_POOL = "cdc_iceberg_writer"
 def cdc_to_iceberg() -> None:
     drain = CdcDrainOperator(task_id="drain", pool=WRITER_POOL)
     validate = CdcValidateOperator(task_id="validate", drain_task_id="drain")
-    lag = KafkaLagSensor(task_id="consumer_lag", max_lag=1000, poke_interval=30,
-                         timeout=600, retries=0)
+    lag = KafkaLagSensor(
+        task_id="consumer_lag", max_lag=1000, poke_interval=30, timeout=600, retries=0
+    )
     drain >> validate >> lag
 
 

@@ -15,7 +15,6 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import dag
-
 from cdc_airflow.operators import IcebergMaintenanceOperator
 
 WRITER_POOL = "cdc_iceberg_writer"

@@ -89,6 +89,7 @@ def build_session(settings: Settings, app_name: str = "cdc_to_iceberg") -> Spark
     """The one SparkSession builder of the job (configuration from spark_conf)."""
     from pyspark.sql import SparkSession
 
+    settings.ensure_local_dirs()
     builder = SparkSession.builder.appName(app_name).master(settings.spark_master)
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)
@@ -111,10 +112,7 @@ class _Steps:
         self.marks.append((name, time.monotonic()))
 
     def summary(self) -> dict[str, float]:
-        return {
-            name: round(t - self.marks[i][1], 3)
-            for i, (name, t) in enumerate(self.marks[1:])
-        }
+        return {name: round(t - self.marks[i][1], 3) for i, (name, t) in enumerate(self.marks[1:])}
 
 
 STEPS = _Steps()
@@ -235,17 +233,21 @@ class BatchWriter:
 
         fresh = _offset_filter(committed) if committed else F.lit(True)
         good = fresh & F.col("problem").isNull() & ~F.col("kafka_tombstone")
-        rows = parsed.groupBy("partition").agg(
-            F.min("offset").alias("lo"),
-            F.max("offset").alias("hi"),
-            F.count("*").alias("n"),
-            F.sum(fresh.cast("int")).alias("fresh"),
-            F.sum((fresh & F.col("kafka_tombstone")).cast("int")).alias("tomb"),
-            F.array_distinct(F.flatten(F.collect_set(F.when(good, F.map_keys("row"))))).alias(
-                "cols"
-            ),
-            F.collect_set(F.when(good, F.col("schema_json"))).alias("schemas"),
-        ).collect()
+        rows = (
+            parsed.groupBy("partition")
+            .agg(
+                F.min("offset").alias("lo"),
+                F.max("offset").alias("hi"),
+                F.count("*").alias("n"),
+                F.sum(fresh.cast("int")).alias("fresh"),
+                F.sum((fresh & F.col("kafka_tombstone")).cast("int")).alias("tomb"),
+                F.array_distinct(F.flatten(F.collect_set(F.when(good, F.map_keys("row"))))).alias(
+                    "cols"
+                ),
+                F.collect_set(F.when(good, F.col("schema_json"))).alias("schemas"),
+            )
+            .collect()
+        )
         declared: dict[str, str | None] = {}
         columns: set[str] = set()
         for row in rows:
@@ -284,8 +286,7 @@ class BatchWriter:
             metrics.skipped = True
             return
         start = {
-            p: committed.get(p, self.initial_offsets.get(p, scan.first.get(p, end[p])))
-            for p in end
+            p: committed.get(p, self.initial_offsets.get(p, scan.first.get(p, end[p]))) for p in end
         }
         metrics.offsets = {str(p): [start[p], end[p]] for p in sorted(end) if start[p] < end[p]}
         metrics.already_committed = scan.total - scan.fresh
@@ -342,9 +343,9 @@ class BatchWriter:
         tables = self.tables
         clear = settings.truncate_policy == "clear"
         is_truncate = (F.col("cdc_op") == "t") & F.col("problem").startswith("truncate event")
-        dead_condition = F.col("problem").isNotNull() & ~is_truncate if clear else F.col(
-            "problem"
-        ).isNotNull()
+        dead_condition = (
+            F.col("problem").isNotNull() & ~is_truncate if clear else F.col("problem").isNotNull()
+        )
         counts = typed.agg(
             F.sum(dead_condition.cast("int")).alias("dead"),
             F.sum(F.col("problem").isNull().cast("int")).alias("valid"),
@@ -362,9 +363,7 @@ class BatchWriter:
         if clear and counts["truncate_seq"] is not None:
             truncate_seq = tuple(counts["truncate_seq"])
             metrics.truncated = int(counts["truncates"])
-            valid = valid.where(
-                transforms.sequence() > F.struct(*[F.lit(v) for v in truncate_seq])
-            )
+            valid = valid.where(transforms.sequence() > F.struct(*[F.lit(v) for v in truncate_seq]))
         collapsed = transforms.collapse_newest(valid, data_columns).persist()
         cached.append(collapsed)
         key_count = collapsed.count() if valid_count else 0
@@ -553,13 +552,14 @@ class CheckpointLock:
 
     def __enter__(self) -> CheckpointLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
+        self.handle = open(self.path, "a+")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.handle.close()
             raise CheckpointInUseError(
-                f"another drain is running on checkpoint {self.path.with_suffix('')}; refusing to start"
+                f"another drain is running on checkpoint {self.path.with_suffix('')}; "
+                "refusing to start"
             ) from None
         return self
 
@@ -601,7 +601,8 @@ def check_retention(settings: Settings, needed: dict[int, int]) -> None:
     gaps = {p: (o, beginning[p]) for p, o in needed.items() if 0 <= o < beginning.get(p, 0)}
     if gaps:
         detail = ", ".join(
-            f"partition {p}: needs offset {o}, earliest retained is {b}" for p, (o, b) in gaps.items()
+            f"partition {p}: needs offset {o}, earliest retained is {b}"
+            for p, (o, b) in gaps.items()
         )
         raise RetentionGapError(
             f"Kafka retention deleted records not yet applied to {settings.iceberg_table} "
@@ -636,8 +637,17 @@ class DrainResult:
     table_offsets: dict[int, int]
 
     def totals(self) -> dict[str, Any]:
-        keys = ("events_in", "dead_lettered", "collapsed_in_batch", "stale", "inserted",
-                "updated", "deleted", "kafka_tombstones", "already_committed")
+        keys = (
+            "events_in",
+            "dead_lettered",
+            "collapsed_in_batch",
+            "stale",
+            "inserted",
+            "updated",
+            "deleted",
+            "kafka_tombstones",
+            "already_committed",
+        )
         return {
             "event": "cdc_drain",
             "batches": len(self.batches),
@@ -658,9 +668,9 @@ def drain(
     from jobs.iceberg_tables import IcebergTables
 
     tables = IcebergTables(spark, settings)
-    tables.ensure()
     checkpoint = settings.checkpoint_location
     with CheckpointLock(checkpoint) if _is_local(checkpoint) else _nullcontext():
+        tables.ensure()
         table_offsets = tables.committed_offsets()
         with kafka_offsets.consumer(settings) as client:
             parts = kafka_offsets._partitions(client, settings.kafka_topic)
@@ -673,7 +683,8 @@ def drain(
             if table_offsets:
                 log.warning(
                     "no checkpoint at %s: resuming from the offsets recorded in %s",
-                    checkpoint, settings.iceberg_table,
+                    checkpoint,
+                    settings.iceberg_table,
                 )
             needed = dict(table_offsets)
         check_retention(settings, needed)
@@ -681,7 +692,9 @@ def drain(
             # heal a crash between the Iceberg commit and the group commit
             kafka_offsets.commit_group_offsets(settings, table_offsets)
         start_json = resolve_starting_offsets(settings, table_offsets, partitions, starting_offsets)
-        start = _numeric_offsets(settings, kafka_offsets.from_spark_json(start_json, settings.kafka_topic))
+        start = _numeric_offsets(
+            settings, kafka_offsets.from_spark_json(start_json, settings.kafka_topic)
+        )
         start_json = kafka_offsets.to_spark_json(settings.kafka_topic, start)
         writer = BatchWriter(spark, settings, tables, checkpoint, dry_run, stop_offsets)
         writer.initial_offsets = start
@@ -754,11 +767,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = Settings.from_env()
-    stop = {int(p): int(o) for p, o in json.loads(args.stop_offsets).items()} if args.stop_offsets else None
+    stop = (
+        {int(p): int(o) for p, o in json.loads(args.stop_offsets).items()}
+        if args.stop_offsets
+        else None
+    )
     spark = build_session(settings)
     try:
         result = drain(
-            spark, settings, starting_offsets=args.starting_offsets, stop_offsets=stop,
+            spark,
+            settings,
+            starting_offsets=args.starting_offsets,
+            stop_offsets=stop,
             dry_run=args.dry_run,
         )
     except (RetentionGapError, CheckpointInUseError, kafka_offsets.TopicMissingError) as error:

@@ -119,10 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         for table in (tables.live, tables.tombstones, tables.dlq):
             reports.append(maintain_table(spark, settings, table))
         restamped = restamp_progress(tables)
-        for table, report in zip((tables.live, tables.tombstones, tables.dlq), reports, strict=True):
+        for table, report in zip(
+            (tables.live, tables.tombstones, tables.dlq), reports, strict=True
+        ):
             report.update(expire_and_clean(spark, settings, table))
-        print(json.dumps({"event": "iceberg_maintenance", "restamped": restamped,
-                          "tables": reports}), flush=True)
+        print(
+            json.dumps({"event": "iceberg_maintenance", "restamped": restamped, "tables": reports}),
+            flush=True,
+        )
     finally:
         spark.stop()
     return 0

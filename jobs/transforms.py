@@ -96,7 +96,9 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         .when(F.col("_bad_body"), F.lit("payload is not a JSON object"))
         .when(F.col("op").isNull(), F.lit("no op field"))
         .when(F.col("op") == "t", F.lit("truncate event (op=t)"))
-        .when(~F.col("op").isin(*VALID_OPS), F.concat(F.lit("unknown op '"), F.col("op"), F.lit("'")))
+        .when(
+            ~F.col("op").isin(*VALID_OPS), F.concat(F.lit("unknown op '"), F.col("op"), F.lit("'"))
+        )
         .when(~F.col("_source_ok"), F.lit("source block missing or not an object"))
         .when(F.col("ts_ms_raw").isNull(), F.lit("ordering field source.ts_ms is null"))
         .when(ts_ms.isNull(), F.lit("ordering field source.ts_ms is not a number"))
@@ -205,8 +207,9 @@ def collapse_newest(events: DataFrame, columns: Sequence[str]) -> DataFrame:
             continue
         # a delete's row image carries no values, so it never supplies one
         available = ~F.array_contains(F.col("unavailable"), name) & (F.col("cdc_op") != "d")
-        newest_available = F.max_by(F.struct(seq.alias("s"), F.col(name).alias("v")),
-                                    F.when(available, seq))
+        newest_available = F.max_by(
+            F.struct(seq.alias("s"), F.col(name).alias("v")), F.when(available, seq)
+        )
         aggregates.append(newest_available.alias(f"_a_{name}"))
     grouped = events.groupBy(SOURCE_KEY).agg(*aggregates, F.count(F.lit(1)).alias("_events"))
     out: list[Column] = [F.col(SOURCE_KEY)]
@@ -222,7 +225,10 @@ def collapse_newest(events: DataFrame, columns: Sequence[str]) -> DataFrame:
         if still_unavailable
         else F.array().cast("array<string>")
     )
-    out.append(F.when(F.col("cdc_op_n") == "d", F.array().cast("array<string>"))
-               .otherwise(unavailable).alias("unavailable"))
+    out.append(
+        F.when(F.col("cdc_op_n") == "d", F.array().cast("array<string>"))
+        .otherwise(unavailable)
+        .alias("unavailable")
+    )
     out.append(F.col("_events"))
     return grouped.withColumn("cdc_op_n", F.col("_n.cdc_op")).select(*out)

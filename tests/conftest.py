@@ -7,6 +7,7 @@ other's data. Nothing here depends on a server left running by someone else.
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,15 @@ from typing import Any
 import pytest
 
 from cdc_iceberg.settings import PROJECT_ROOT, Settings
+
+# Airflow reads its configuration when first imported: give the suite its own home
+# (SQLite metadata DB, logs), never the demo's or the user's.
+_AIRFLOW_HOME = PROJECT_ROOT / ".local" / "airflow-test"
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT_ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(PROJECT_ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
 def free_port() -> int:

@@ -27,8 +27,15 @@ KEY = "article_id"
 INT_COLUMNS = {"word_count"}
 TIMESTAMP_COLUMNS = {"published_at", "updated_at"}
 DATA_COLUMNS = (
-    "article_id", "title", "url", "source", "author", "body",
-    "published_at", "updated_at", "word_count",
+    "article_id",
+    "title",
+    "url",
+    "source",
+    "author",
+    "body",
+    "published_at",
+    "updated_at",
+    "word_count",
 )
 _INTEGER = re.compile(r"^[+-]?\d+$")
 
@@ -169,9 +176,7 @@ def fold(records: Iterable[Record], event_format: str = "envelope") -> Folded:
             state[key] = (seq, None)
             continue
         old = previous[1] if previous is not None else None
-        merged = {
-            c: ((old or {}).get(c) if v == PLACEHOLDER else v) for c, v in row.items()
-        }
+        merged = {c: ((old or {}).get(c) if v == PLACEHOLDER else v) for c, v in row.items()}
         state[key] = (seq, merged)
     for key, (seq, row) in state.items():
         if row is None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from typing import Any
 
+from reference_fold import DATA_COLUMNS, Record
+
 from cdc_iceberg.generator import Message, produce
 from cdc_iceberg.kafka_offsets import ensure_topic
 from cdc_iceberg.settings import Settings
-from reference_fold import DATA_COLUMNS, Record
 
 
 def send(
@@ -98,8 +100,10 @@ def assert_ranges_tile(
             continue
         assert spans, f"partition {partition}: no committed range, expected up to {last}"
         assert spans[0][0] == (begin or {}).get(partition, 0), f"p{partition} starts at {spans[0]}"
-        for previous, following in zip(spans, spans[1:], strict=False):
-            assert previous[1] == following[0], f"p{partition}: gap or overlap {previous} {following}"
+        for previous, following in itertools.pairwise(spans):
+            assert previous[1] == following[0], (
+                f"p{partition}: gap or overlap {previous} {following}"
+            )
             assert following[0] < following[1], f"p{partition}: empty range {following}"
         assert spans[-1][1] == last, f"p{partition}: ends at {spans[-1][1]}, topic ends at {last}"
 

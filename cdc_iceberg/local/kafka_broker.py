@@ -14,6 +14,7 @@ commands are safe to repeat. The jars come from ``jvm/kafka/pom.xml``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -236,16 +237,15 @@ class KafkaBroker:
         result = subprocess.run(command, capture_output=True, check=False)
         if check and result.returncode != 0:
             raise RuntimeError(
-                f"{main} failed ({result.returncode}):\n{result.stdout.decode()}{result.stderr.decode()}"
+                f"{main} failed ({result.returncode}):\n"
+                f"{result.stdout.decode()}{result.stderr.decode()}"
             )
         return subprocess.Popen(["true"])
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def broker_from_env() -> KafkaBroker:

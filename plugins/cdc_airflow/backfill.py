@@ -32,7 +32,9 @@ def parse_offsets(text: str | None, field: str) -> dict[int, int]:
         if not str(partition).isdigit() or isinstance(offset, bool) or not isinstance(offset, int):
             raise BackfillFormError(f"{field}: {partition!r}: {offset!r} is not partition: offset")
         if offset < 0:
-            raise BackfillFormError(f"{field}: offset {offset} of partition {partition} is negative")
+            raise BackfillFormError(
+                f"{field}: offset {offset} of partition {partition} is negative"
+            )
         offsets[int(partition)] = offset
     return offsets
 
@@ -64,7 +66,9 @@ def plan_backfill(
     if start_from == "earliest":
         start = kafka_offsets.beginning_offsets(target)
     elif start_from == "timestamp":
-        start = kafka_offsets.offsets_for_timestamp(target, parse_timestamp_ms(params.get("start_timestamp")))
+        start = kafka_offsets.offsets_for_timestamp(
+            target, parse_timestamp_ms(params.get("start_timestamp"))
+        )
     elif start_from == "offsets":
         start = parse_offsets(params.get("start_offsets"), "start_offsets")
     else:

@@ -123,10 +123,16 @@ class CdcDrainOperator(_SparkJobOperator):
             recorded = table_state.committed_offsets(settings)
             pending = kafka_offsets.lag(end, recorded) if recorded else end
             if recorded and sum(pending.values()) == 0:
-                self.log.info("nothing new in %s since the last commit: Spark not started",
-                              settings.kafka_topic)
-                return {"skipped": True, "started_ms": started_ms, "batches": [],
-                        "table_offsets": {str(p): o for p, o in recorded.items()}}
+                self.log.info(
+                    "nothing new in %s since the last commit: Spark not started",
+                    settings.kafka_topic,
+                )
+                return {
+                    "skipped": True,
+                    "started_ms": started_ms,
+                    "batches": [],
+                    "table_offsets": {str(p): o for p, o in recorded.items()},
+                }
         args: list[str] = []
         if dry_run:
             args.append("--dry-run")
@@ -139,8 +145,14 @@ class CdcDrainOperator(_SparkJobOperator):
         batches = table_state.batches_since(settings, before)
         totals: dict[str, int] = {}
         for batch in batches:
-            for key in ("events_in", "dead_lettered", "collapsed_in_batch", "inserted",
-                        "updated", "deleted"):
+            for key in (
+                "events_in",
+                "dead_lettered",
+                "collapsed_in_batch",
+                "inserted",
+                "updated",
+                "deleted",
+            ):
                 totals[key] = totals.get(key, 0) + int(batch.get(key, 0) or 0)
         result = {
             "skipped": False,
@@ -187,8 +199,10 @@ class CdcValidateOperator(BaseOperator):
         from cdc_iceberg import table_state
         from cdc_iceberg.checks import validate
 
-        settings = CdcKafkaHook(self.kafka_conn_id).settings().replace(
-            **_overrides(iceberg_table=self.table)
+        settings = (
+            CdcKafkaHook(self.kafka_conn_id)
+            .settings()
+            .replace(**_overrides(iceberg_table=self.table))
         )
         drain = context["ti"].xcom_pull(task_ids=self.drain_task_id) or {}
         since_ms = int(drain.get("started_ms") or time.time() * 1000)
@@ -197,7 +211,9 @@ class CdcValidateOperator(BaseOperator):
                 f"table {settings.iceberg_table} does not exist: no drain has run yet"
             )
         stats = table_state.table_stats(settings, since_ms)
-        staleness = None if self.max_staleness_s in (None, "", "None") else int(self.max_staleness_s)
+        staleness = (
+            None if self.max_staleness_s in (None, "", "None") else int(self.max_staleness_s)
+        )
         report = validate(
             stats,
             now_ms=int(time.time() * 1000),
@@ -253,11 +269,15 @@ class CdcResetOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from cdc_iceberg import reset
 
-        settings = CdcKafkaHook(self.kafka_conn_id).settings().replace(
-            **_overrides(iceberg_table=self.table)
+        settings = (
+            CdcKafkaHook(self.kafka_conn_id)
+            .settings()
+            .replace(**_overrides(iceberg_table=self.table))
         )
         try:
-            plan = reset.plan_reset(settings, str(self.scope), str(self.confirm), str(self.reset_to))
+            plan = reset.plan_reset(
+                settings, str(self.scope), str(self.confirm), str(self.reset_to)
+            )
         except ValueError as error:
             raise AirflowFailException(str(error)) from error
         dry_run = str(self.dry_run).lower() in ("true", "1", "yes")

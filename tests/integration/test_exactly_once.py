@@ -11,11 +11,6 @@ import json
 from typing import Any
 
 import pytest
-
-from cdc_iceberg import kafka_offsets
-from cdc_iceberg.generator import ArticleSource, Message
-from cdc_iceberg.settings import Settings
-from jobs.cdc_to_iceberg import drain
 from reference_fold import fold
 from support import (
     assert_ranges_tile,
@@ -25,14 +20,24 @@ from support import (
     snapshots,
 )
 
+from cdc_iceberg import kafka_offsets
+from cdc_iceberg.generator import ArticleSource, Message
+from cdc_iceberg.settings import Settings
+from jobs.cdc_to_iceberg import drain
+
 pytestmark = pytest.mark.integration
 
 
 def test_generated_history_equals_reference_fold(spark: Any, pipeline: Settings) -> None:
     source = ArticleSource(seed=11, partitions=3)
     messages = source.random_history(
-        1500, 200, snapshot_rows=100, toast_share=0.2, same_ms_share=0.4,
-        pk_change_share=0.03, redelivery_share=0.05,
+        1500,
+        200,
+        snapshot_rows=100,
+        toast_share=0.2,
+        same_ms_share=0.4,
+        pk_change_share=0.03,
+        redelivery_share=0.05,
     )
     records = send(pipeline, messages)
     settings = pipeline.replace(max_offsets_per_trigger=400)
@@ -100,14 +105,13 @@ def test_late_update_never_resurrects_a_deleted_row(spark: Any, pipeline: Settin
     assert_table_equals_fold(pipeline, fold(records).rows)
 
 
-def test_backfill_from_earliest_into_live_table_is_harmless(
-    spark: Any, pipeline: Settings
-) -> None:
+def test_backfill_from_earliest_into_live_table_is_harmless(spark: Any, pipeline: Settings) -> None:
     records = send(pipeline, ArticleSource(seed=21).random_history(600, 80, snapshot_rows=30))
     drain(spark, pipeline)
     # a second pipeline id re-reads the whole topic into the same table
     backfill = pipeline.replace(
-        pipeline_id="backfill", checkpoint_location=pipeline.checkpoint_location + "_bf",
+        pipeline_id="backfill",
+        checkpoint_location=pipeline.checkpoint_location + "_bf",
         kafka_consumer_group=pipeline.kafka_consumer_group + "_bf",
     )
     result = drain(spark, backfill, starting_offsets="earliest")
@@ -180,9 +184,13 @@ def test_bad_records_are_dead_lettered_exactly_once(spark: Any, pipeline: Settin
 
     drain(spark, pipeline)
     # replay everything through a fresh checkpoint and pipeline: no duplicate dead letters
-    drain(spark, pipeline.replace(
-        pipeline_id="replay", checkpoint_location=pipeline.checkpoint_location + "_r"),
-        starting_offsets="earliest")
+    drain(
+        spark,
+        pipeline.replace(
+            pipeline_id="replay", checkpoint_location=pipeline.checkpoint_location + "_r"
+        ),
+        starting_offsets="earliest",
+    )
 
     expected = fold(records)
     letters = dead_letters(pipeline)

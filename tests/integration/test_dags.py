@@ -1,0 +1,214 @@
+"""The four DAGs run with ``dag.test()`` against the real broker, Spark and catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reference_fold import fold
+from support import assert_ranges_tile, assert_table_equals_fold, live_rows, send, snapshots
+
+from cdc_iceberg import kafka_offsets
+from cdc_iceberg.generator import ArticleSource
+from cdc_iceberg.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.airflow]
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """The suite's own Airflow metadata DB (SQLite), migrated once, with the writer pool."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps(
+        {"conn_type": "spark", "host": "local[2]"}
+    )
+    for command in (
+        ["db", "migrate"],
+        ["pools", "set", "cdc_iceberg_writer", "1", "one writer per Iceberg table"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", *command],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    return home / "airflow.db"
+
+
+@pytest.fixture
+def airflow_env(
+    airflow_db: Path, pipeline: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    """The pipeline's settings as the environment the operators read."""
+    for key, value in pipeline.to_env().items():
+        monkeypatch.setenv(key, value)
+    yield pipeline
+
+
+def _dag(dag_id: str) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from cdc_iceberg.settings import PROJECT_ROOT
+
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / f"{dag_id}.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[dag_id]
+
+
+def _xcom(db: Path, run: Any, task_id: str) -> Any:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? "
+            "AND key = 'return_value'",
+            (run.dag_id, run.run_id, task_id),
+        ).fetchone()
+    assert row is not None, f"no XCom from {task_id}"
+    value = row[0]
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _states(run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def test_scheduled_run_drains_validates_and_then_skips_spark(
+    airflow_env: Settings, airflow_db: Path
+) -> None:
+    settings = airflow_env
+    records = send(settings, ArticleSource(seed=81).random_history(800, 100, snapshot_rows=50))
+    dag = _dag("cdc_to_iceberg")
+
+    run = dag.test()
+
+    assert _states(run) == {"drain": "success", "validate": "success", "consumer_lag": "success"}
+    assert_table_equals_fold(settings, fold(records).rows)
+    drained = _xcom(airflow_db, run, "drain")
+    assert drained["skipped"] is False
+    assert drained["totals"]["events_in"] == len(records)
+    facts = _xcom(airflow_db, run, "validate")
+    assert facts["rows"] == len(fold(records).rows)
+    lag = _xcom(airflow_db, run, "consumer_lag")
+    assert lag["total"] == 0
+
+    before = snapshots(settings)
+    idle = dag.test()
+    assert _states(idle)["drain"] == "success"
+    assert _xcom(airflow_db, idle, "drain")["skipped"] is True
+    assert snapshots(settings) == before
+
+
+def test_backfill_dry_run_then_from_earliest_into_the_live_table(
+    airflow_env: Settings, airflow_db: Path
+) -> None:
+    settings = airflow_env
+    records = send(settings, ArticleSource(seed=82).random_history(500, 60, snapshot_rows=30))
+    _dag("cdc_to_iceberg").test()
+    before = snapshots(settings)
+    backfill = _dag("cdc_backfill")
+    form = {"start_from": "earliest", "stop_at": "latest", "target_table": settings.iceberg_table}
+
+    dry = backfill.test(run_conf=form)  # dry run is the default
+    assert _states(dry) == {"plan": "success", "backfill": "success"}
+    assert snapshots(settings) == before
+
+    applied = backfill.test(run_conf={**form, "dry_run": False})
+    assert _states(applied)["backfill"] == "success"
+    assert_table_equals_fold(settings, fold(records).rows)
+    # the scheduled pipeline's progress is untouched by the backfill's commits
+    assert kafka_offsets.committed_offsets(settings) == kafka_offsets.end_offsets(settings)
+
+
+def test_backfill_form_rejects_bad_input(airflow_env: Settings) -> None:
+    settings = airflow_env
+    send(settings, ArticleSource(seed=83).random_history(20, 5))
+    run = _dag("cdc_backfill").test(
+        run_conf={
+            "start_from": "offsets",
+            "start_offsets": '{"0": "1; DROP TABLE x"}',
+            "target_table": settings.iceberg_table,
+            "dry_run": False,
+        }
+    )
+    assert _states(run)["plan"] == "failed"
+
+
+@pytest.mark.parametrize("scope", ["checkpoint", "offsets", "full-rebuild"])
+def test_each_reset_scope_leaves_a_state_the_next_run_completes_exactly(
+    airflow_env: Settings, scope: str
+) -> None:
+    settings = airflow_env
+    source = ArticleSource(seed=84)
+    records = send(settings, source.random_history(400, 60, snapshot_rows=20))
+    scheduled = _dag("cdc_to_iceberg")
+    scheduled.test()
+    reset = _dag("cdc_reset")
+
+    refused = reset.test(
+        run_conf={
+            "scope": scope,
+            "table": settings.iceberg_table,
+            "confirm_table": "wrong",
+            "dry_run": False,
+        }
+    )
+    assert _states(refused)["reset"] == "failed"
+
+    done = reset.test(
+        run_conf={
+            "scope": scope,
+            "table": settings.iceberg_table,
+            "confirm_table": settings.iceberg_table,
+            "dry_run": False,
+        }
+    )
+    assert _states(done)["reset"] == "success"
+    checkpoint = Path(settings.checkpoint_location)
+    assert not checkpoint.exists()
+    assert list(checkpoint.parent.glob(checkpoint.name + ".archived-*")), "archived, not deleted"
+    if scope == "full-rebuild":
+        assert live_rows(settings) == {}
+
+    records += send(settings, source.random_history(150, 60))
+    after = scheduled.test()
+
+    assert _states(after) == {"drain": "success", "validate": "success", "consumer_lag": "success"}
+    assert_table_equals_fold(settings, fold(records).rows)
+    end = kafka_offsets.end_offsets(settings)
+    assert kafka_offsets.committed_offsets(settings) == end
+    if scope == "checkpoint":
+        assert_ranges_tile(settings, end)
+
+
+def test_maintenance_keeps_table_and_progress(airflow_env: Settings) -> None:
+    settings = airflow_env.replace(
+        maintenance_snapshot_retention_hours=0, maintenance_retain_last=1
+    )
+    for key, value in settings.to_env().items():
+        os.environ[key] = value
+    source = ArticleSource(seed=85)
+    records = send(settings, source.random_history(300, 40, snapshot_rows=20))
+    scheduled = _dag("cdc_to_iceberg")
+    scheduled.test()
+    records += send(settings, source.random_history(200, 40))
+    scheduled.test()
+
+    run = _dag("iceberg_maintenance").test()
+
+    assert _states(run) == {"maintain": "success"}
+    assert_table_equals_fold(settings, fold(records).rows)
+    from cdc_iceberg import table_state
+
+    assert table_state.committed_offsets(settings) == kafka_offsets.end_offsets(settings)
+    assert len(snapshots(settings)) <= 2
+    idle = scheduled.test()
+    assert _states(idle)["drain"] == "success"

@@ -1,0 +1,108 @@
+"""Property-based: random histories, random micro-batch splits, the fold as oracle.
+
+Hypothesis draws the workload (duplicates, same-millisecond ties, deletes and
+re-creates, TOAST placeholders, redelivered older events, bad records) and how
+it is cut into micro-batches and drains; every example must leave the table
+equal to the reference fold, each bad record dead-lettered exactly once, the
+committed offset ranges tiling the topic, and a rerun with nothing new changing
+nothing. Each example runs real drains, so the example count is small.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference_fold import fold
+from support import assert_ranges_tile, assert_table_equals_fold, dead_letters, send, snapshots
+
+from cdc_iceberg import kafka_offsets
+from cdc_iceberg.generator import ArticleSource, Message
+from cdc_iceberg.settings import Settings
+from jobs.cdc_to_iceberg import drain
+
+pytestmark = pytest.mark.integration
+
+BAD = [
+    b"not json at all",
+    b'{"payload": 42, "schema": {}}',
+    b'{"op": "c", "after": {"article_id": "k"}, "source": {"ts_ms": null, "lsn": 1}}',
+    b'{"op": "z", "after": {"article_id": "k"}, "source": {"ts_ms": 1, "lsn": 1}}',
+    b'{"op": "c", "after": {"article_id": "k", "word_count": "NaN"}, '
+    b'"source": {"ts_ms": 1, "lsn": 1}}',
+    b'{"op": "u", "after": {"title": "no key"}, "source": {"ts_ms": 1, "lsn": 1}}',
+    b"\x80\x81\x82",
+    b"[]",
+]
+
+
+@st.composite
+def workloads(draw: Any) -> dict[str, Any]:
+    return {
+        "seed": draw(st.integers(0, 10_000)),
+        "events": draw(st.integers(20, 250)),
+        "keys": draw(st.integers(3, 40)),
+        "toast": draw(st.sampled_from([0.0, 0.3])),
+        "same_ms": draw(st.sampled_from([0.0, 0.5, 0.9])),
+        "redelivery": draw(st.sampled_from([0.0, 0.1])),
+        "delete": draw(st.sampled_from([0.05, 0.3])),
+        "bad": draw(st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(BAD)), max_size=4)),
+        "drains": draw(st.integers(1, 3)),
+        "max_offsets": draw(st.sampled_from([None, 7, 40])),
+        "partitions": draw(st.sampled_from([1, 3])),
+    }
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(workload=workloads())
+def test_any_history_any_split_equals_the_fold(
+    spark: Any, base_settings: Settings, workload: dict[str, Any]
+) -> None:
+    name = "h" + uuid.uuid4().hex[:10]
+    pipeline = base_settings.replace(
+        kafka_topic=f"prop.{name}",
+        kafka_consumer_group=f"group_{name}",
+        iceberg_table=f"prop.{name}",
+        checkpoint_location=f"{base_settings.checkpoint_location}_{name}",
+        max_offsets_per_trigger=workload["max_offsets"],
+    )
+    source = ArticleSource(seed=workload["seed"], partitions=workload["partitions"])
+    messages = source.random_history(
+        workload["events"],
+        workload["keys"],
+        snapshot_rows=workload["keys"] // 2,
+        toast_share=workload["toast"],
+        same_ms_share=workload["same_ms"],
+        redelivery_share=workload["redelivery"],
+        delete_share=workload["delete"],
+    )
+    for position, value in workload["bad"]:
+        spot = position % (len(messages) + 1)
+        messages.insert(spot, Message(b'{"article_id": "bad"}', value, 0))
+    chunks = workload["drains"]
+    size = max(1, len(messages) // chunks)
+    records = []
+    for index in range(chunks):
+        part = messages[index * size : None if index == chunks - 1 else (index + 1) * size]
+        if part:
+            records += send(pipeline, part, partitions=workload["partitions"])
+        drain(spark, pipeline)
+
+    expected = fold(records)
+    assert_table_equals_fold(pipeline, expected.rows)
+    letters = [(d["kafka_partition"], d["kafka_offset"]) for d in dead_letters(pipeline)]
+    assert sorted(letters) == sorted(expected.dead)
+    end = kafka_offsets.end_offsets(pipeline)
+    assert_ranges_tile(pipeline, end)
+    assert kafka_offsets.committed_offsets(pipeline) == end
+
+    before = snapshots(pipeline)
+    drain(spark, pipeline)
+    assert snapshots(pipeline) == before

@@ -1,0 +1,121 @@
+"""The pure transforms on a local SparkSession with hand-made Kafka rows."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from cdc_iceberg.generator import TOAST_PLACEHOLDER
+from cdc_iceberg.schema import SOURCE_COLUMNS
+
+pytestmark = pytest.mark.integration  # needs the Spark jars on a real local session
+
+
+def _value(op: str, key: str, ts: Any, lsn: Any, wrapped: bool = True, **row: Any) -> bytes:
+    image = {"article_id": key, **row}
+    body = {
+        "op": op,
+        "before": image if op == "d" else None,
+        "after": None if op == "d" else image,
+        "source": {"ts_ms": ts, "lsn": lsn, "connector": "postgresql"},
+        "ts_ms": 1,
+    }
+    return json.dumps({"schema": {"type": "struct"}, "payload": body} if wrapped else body).encode()
+
+
+def _raw(spark: Any, values: list[tuple[bytes | None, bytes | None]]) -> Any:
+    rows = [
+        (key, value, "topic", 0, offset, datetime(2026, 1, 1, tzinfo=UTC), 0)
+        for offset, (key, value) in enumerate(values)
+    ]
+    schema = (
+        "key binary, value binary, topic string, partition int, offset bigint, "
+        "timestamp timestamp, timestampType int"
+    )
+    return spark.createDataFrame(rows, schema)
+
+
+def test_parse_with_and_without_wrapper(spark: Any) -> None:
+    from jobs.transforms import parse_events
+
+    raw = _raw(
+        spark,
+        [
+            (None, _value("c", "a", 10, 100, title="x")),
+            (None, _value("u", "a", 11, 101, wrapped=False, title="y")),
+            (b'{"article_id": "a"}', None),
+        ],
+    )
+    rows = parse_events(raw).orderBy("offset").collect()
+    assert [(r.op, r.ts_ms, r.lsn, r.article_id, r.problem) for r in rows[:2]] == [
+        ("c", 10, 100, "a", None),
+        ("u", 11, 101, "a", None),
+    ]
+    assert rows[0].schema_json is not None and rows[1].schema_json is None
+    assert rows[2].kafka_tombstone and rows[2].problem is None
+
+
+def test_delete_takes_key_from_before_image(spark: Any) -> None:
+    from jobs.transforms import parse_events
+
+    rows = parse_events(_raw(spark, [(None, _value("d", "gone", 5, 50))])).collect()
+    assert (rows[0].op, rows[0].article_id, rows[0].problem) == ("d", "gone", None)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (b"{oops", "value is not a JSON object"),
+        (_value("x", "a", 1, 1), "unknown op 'x'"),
+        (_value("t", "a", 1, 1), "truncate event (op=t)"),
+        (_value("c", "a", None, 1), "ordering field source.ts_ms is null"),
+        (_value("c", "a", "soon", 1), "ordering field source.ts_ms is not a number"),
+        (_value("c", "a", 1, "0/16B3748"), "ordering field source.lsn is not a number"),
+    ],
+)
+def test_problems_are_named(spark: Any, value: bytes, problem: str) -> None:
+    from jobs.transforms import parse_events
+
+    assert parse_events(_raw(spark, [(None, value)])).collect()[0].problem == problem
+
+
+def test_typing_flags_misfits_and_toast(spark: Any) -> None:
+    from jobs.transforms import parse_events, type_columns
+
+    raw = _raw(
+        spark,
+        [
+            (None, _value("c", "a", 1, 1, word_count=12, published_at="2026-01-02T03:04:05.5Z")),
+            (None, _value("u", "a", 2, 2, word_count="a dozen")),
+            (None, _value("u", "a", 3, 3, body=TOAST_PLACEHOLDER, word_count=13)),
+        ],
+    )
+    rows = type_columns(parse_events(raw), SOURCE_COLUMNS).orderBy("offset").collect()
+    assert rows[0].word_count == 12 and rows[0].problem is None
+    assert rows[0].published_at == datetime(2026, 1, 2, 3, 4, 5, 500000)
+    assert "column word_count: value 'a dozen' does not fit type int" in rows[1].problem
+    assert rows[2].unavailable == ["body"] and rows[2].body is None and rows[2].problem is None
+
+
+def test_collapse_keeps_newest_by_whole_tuple_and_fills_toast(spark: Any) -> None:
+    from jobs.transforms import collapse_newest, parse_events, type_columns
+
+    raw = _raw(
+        spark,
+        [
+            (None, _value("c", "a", 100, 10, title="first", body="text")),
+            (None, _value("u", "a", 100, 30, title="third", body=TOAST_PLACEHOLDER)),
+            (None, _value("u", "a", 100, 20, title="second", body="newer text")),
+            (None, _value("u", "b", 7, 7, title="only", body=TOAST_PLACEHOLDER)),
+        ],
+    )
+    typed = type_columns(parse_events(raw), SOURCE_COLUMNS)
+    names = [n for n, _ in SOURCE_COLUMNS]
+    rows = {r.article_id: r for r in collapse_newest(typed, names).collect()}
+    assert rows["a"].title == "third" and rows["a"].lsn == 30
+    assert rows["a"].body == "newer text" and rows["a"].unavailable == []
+    assert rows["a"]._events == 3
+    assert rows["b"].unavailable == ["body"]

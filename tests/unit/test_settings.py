@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+
+from cdc_iceberg.settings import Settings, SettingsError, check_identifier, jdbc_url
+
+
+def test_defaults_are_the_design_documents() -> None:
+    settings = Settings.from_env({})
+    assert settings.kafka_bootstrap_servers == "localhost:9092"
+    assert settings.kafka_topic == "neuronews.public.articles"
+    assert settings.kafka_consumer_group == "cdc_to_iceberg"
+    assert settings.checkpoint_location == "/tmp/checkpoints/cdc_to_iceberg"
+    assert settings.starting_offsets == "earliest"
+    assert settings.iceberg_dlq_table == "neuronews.articles_dlq"
+    assert settings.pipeline_id == "cdc_to_iceberg"
+
+
+def test_environment_overrides_and_types() -> None:
+    settings = Settings.from_env(
+        {
+            "KAFKA_TOPIC": "db.public.things",
+            "MAX_OFFSETS_PER_TRIGGER": "5000",
+            "ICEBERG_TABLE": "lake.things",
+            "CDC_EVENT_FORMAT": "flattened",
+            "ICEBERG_BUCKETS": "8",
+        }
+    )
+    assert settings.kafka_topic == "db.public.things"
+    assert settings.max_offsets_per_trigger == 5000
+    assert settings.iceberg_dlq_table == "lake.things_dlq"
+    assert settings.tombstone_table == "lake.things_tombstones"
+    assert settings.event_format == "flattened"
+    assert settings.iceberg_buckets == 8
+    assert (
+        Settings.from_env({"MAX_OFFSETS_PER_TRIGGER": "unlimited"}).max_offsets_per_trigger is None
+    )
+
+
+def test_round_trip_through_the_environment() -> None:
+    settings = Settings(
+        kafka_topic="a.b",
+        iceberg_table="x.y",
+        max_offsets_per_trigger=None,
+        kafka_sasl_password="s3cret",
+    )
+    assert Settings.from_env(settings.to_env()) == settings
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ICEBERG_TABLE": "articles"}, "namespace.table"),
+        ({"ICEBERG_TABLE": "a.b; DROP TABLE x"}, "namespace.table"),
+        ({"ICEBERG_CATALOG_NAME": "lake-house"}, "plain identifier"),
+        ({"MAX_OFFSETS_PER_TRIGGER": "lots"}, "whole number"),
+        ({"CDC_EVENT_FORMAT": "avro"}, "envelope"),
+        ({"ICEBERG_CATALOG_URI": "mysql://h/db"}, "sqlite"),
+    ],
+)
+def test_bad_values_are_refused_with_the_variable_name(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_jdbc_url_from_sqlalchemy_uri() -> None:
+    assert jdbc_url("sqlite:////abs/path/catalog.db") == "jdbc:sqlite:/abs/path/catalog.db"
+    assert jdbc_url("postgresql://u:p@db:5433/iceberg") == "jdbc:postgresql://db:5433/iceberg"
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    settings = Settings(kafka_sasl_password="hunter2")
+    assert "hunter2" not in repr(settings)
+
+
+def test_identifier_check() -> None:
+    assert check_identifier("word_count") == "word_count"
+    with pytest.raises(SettingsError):
+        check_identifier("x`; DROP")
