@@ -55,7 +55,7 @@ $(STAMP_PY): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-jars: $(STAMP_SPARK) $(STAMP_KAFKA)
+jars: $(STAMP_SPARK) $(STAMP_KAFKA) connect-jars
 
 $(STAMP_SPARK): jvm/spark/pom.xml
 	rm -rf $(JARS)/spark
@@ -105,6 +105,9 @@ test: setup
 
 test-faults: setup
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+
+include mk/cdc.mk
+cdc-up: setup
 
 clean: kafka-down
 	rm -rf $(LOCAL) build

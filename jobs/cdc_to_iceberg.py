@@ -610,6 +610,47 @@ def check_retention(settings: Settings, needed: dict[int, int]) -> None:
         )
 
 
+def set_aside_uncommitted_batch(location: str) -> list[str]:
+    """Move a planned but never committed batch out of a local checkpoint's offset log.
+
+    After a crash between Spark's offset-log write and its commit-log write,
+    Spark would replay that batch with the planned offsets (and its Kafka source
+    fails reporting metrics for such a replay). The table already knows what
+    was applied, so the batch is planned afresh instead: records the table holds
+    are skipped by offset, the rest applied once. The file is renamed, not
+    deleted, for inspection.
+    """
+    if not _is_local(location):
+        return []
+    root = _local_path(location)
+    offsets, commits = root / "offsets", root / "commits"
+    if not offsets.is_dir():
+        return []
+    committed = (
+        {int(p.name) for p in commits.iterdir() if p.name.isdigit()} if commits.is_dir() else set()
+    )
+    moved = []
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    for path in sorted(offsets.iterdir()):
+        if (
+            path.name.isdigit()
+            and int(path.name) not in committed
+            and int(path.name) > max(committed, default=-1)
+        ):
+            path.rename(offsets / f".{path.name}.uncommitted-{stamp}")
+            checksum = offsets / f".{path.name}.crc"  # Hadoop's local checksum file
+            if checksum.exists():
+                checksum.rename(offsets / f".{path.name}.crc.uncommitted-{stamp}")
+            moved.append(path.name)
+    if moved:
+        log.warning(
+            "checkpoint %s: batch %s was planned but never committed; planning it again",
+            location,
+            ", ".join(moved),
+        )
+    return moved
+
+
 def _checkpoint_offsets(location: str, topic: str) -> dict[int, int]:
     """Offsets of the newest batch in a local checkpoint's offset log."""
     if not _is_local(location):
@@ -676,6 +717,7 @@ def drain(
             parts = kafka_offsets._partitions(client, settings.kafka_topic)
         partitions = [tp.partition for tp in parts]
         if checkpoint_exists(checkpoint):
+            set_aside_uncommitted_batch(checkpoint)
             needed = _checkpoint_offsets(checkpoint, settings.kafka_topic)
             # the table may be ahead of the checkpoint (crash before the checkpoint commit)
             needed = {p: max(o, table_offsets.get(p, o)) for p, o in needed.items()}

@@ -144,6 +144,9 @@ def spark_type_of_debezium(field: Mapping[str, Any]) -> str | None:
         "int64": "bigint",
         "float32": "float",
         "float64": "double",
+        # Kafka's JsonConverter names the Connect float types "float" and "double"
+        "float": "float",
+        "double": "double",
         "boolean": "boolean",
         "string": "string",
     }.get(str(kind))
@@ -155,9 +158,19 @@ def row_fields_from_schema(schema_json: str) -> dict[str, str | None]:
         schema = json.loads(schema_json)
     except (TypeError, ValueError):
         return {}
-    for part in schema.get("fields", []):
-        if part.get("field") in ("after", "before") and part.get("fields"):
-            return {f["field"]: spark_type_of_debezium(f) for f in part["fields"]}
+    parts = schema.get("fields") if isinstance(schema, dict) else None
+    if not isinstance(parts, list):
+        return {}
+    for part in parts:
+        if not isinstance(part, dict) or part.get("field") not in ("before", "after"):
+            continue
+        fields = part.get("fields")
+        if isinstance(fields, list) and fields:
+            return {
+                f["field"]: spark_type_of_debezium(f)
+                for f in fields
+                if isinstance(f, dict) and isinstance(f.get("field"), str)
+            }
     return {}
 
 

@@ -133,7 +133,7 @@ def decode(record: Record, event_format: str = "envelope") -> tuple[str, Any]:
     if op not in ("c", "u", "r", "d"):
         return "dead", f"op {op!r}"
     ts_i, lsn_i = _as_int(ts), _as_int(lsn)
-    if ts_i is None or lsn_i is None:
+    if ts_i is None or lsn_i is None or not all(-(2**63) <= v < 2**63 for v in (ts_i, lsn_i)):
         return "dead", "ordering field"
     if op != "d" and not isinstance(row, dict):
         return "dead", "no row"

@@ -12,7 +12,7 @@ Usage::
 The server listens on ``PGHOST`` (default 127.0.0.1) at ``PGPORT`` (default
 5432); the superuser is ``PGUSER`` (default postgres) with password
 ``PGPASSWORD`` (default postgres). Data lives in ``POSTGRES_DATA_DIR`` (default
-``.local/postgres``). Both commands are safe to repeat.
+``.local/postgres``, see :func:`default_data_dir`). Both commands are safe to repeat.
 
 ``initdb`` and the server refuse to run as root. When this runs as root, they
 run as the unprivileged ``postgres`` OS user (created if missing, as Debian's
@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import grp
+import hashlib
 import json
 import os
 import pwd
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +169,7 @@ class PostgresServer:
         if not self._as_root():
             return
         for parent in self.data_dir.resolve().parents:
-            if not os.stat(parent).st_mode & 0o001:
+            if not _searchable_by_others(parent):
                 raise RuntimeError(
                     f"{parent} is not searchable by other users, so the {self.os_user!r} OS user "
                     f"cannot reach {self.data_dir}: choose a data directory outside it "
@@ -382,10 +384,28 @@ class PostgresServer:
         self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', database="postgres")
 
 
+def _searchable_by_others(path: Path) -> bool:
+    return bool(os.stat(path).st_mode & 0o001)
+
+
+def default_data_dir() -> Path:
+    """``.local/postgres`` in the project, unless the server's OS user could not reach it.
+
+    As root, the server runs as ``postgres``, which cannot enter a checkout
+    under a private directory (such as ``/root``): then the data lives in the
+    system temp directory, in a folder named after the checkout.
+    """
+    preferred = PROJECT_ROOT / ".local" / "postgres"
+    if os.geteuid() != 0 or all(_searchable_by_others(p) for p in PROJECT_ROOT.parents):
+        return preferred
+    tag = hashlib.sha1(str(PROJECT_ROOT).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / f"cdc-postgres-{tag}"
+
+
 def server_from_env() -> PostgresServer:
     """The local server as the standard libpq variables describe it."""
     env = os.environ
-    data_dir = Path(env.get("POSTGRES_DATA_DIR", PROJECT_ROOT / ".local" / "postgres"))
+    data_dir = Path(env.get("POSTGRES_DATA_DIR") or default_data_dir())
     return PostgresServer(
         data_dir=data_dir,
         host=env.get("PGHOST") or "127.0.0.1",

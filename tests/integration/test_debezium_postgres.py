@@ -61,6 +61,7 @@ BIG_BODY = "(SELECT string_agg(md5(random()::text || {seed}), ' ') FROM generate
 
 
 def _free_port() -> int:
+    """A free loopback port, so the module never collides with a server already running."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -76,6 +77,7 @@ def lit(value: object) -> str:
 
 
 def big(seed: object) -> str:
+    """SQL for a TOASTed body; ``seed`` makes bodies of one statement differ."""
     return BIG_BODY.format(seed=lit(str(seed)))
 
 
@@ -93,8 +95,8 @@ def postgres() -> Iterator[PostgresServer]:
     data_dir = Path(tempfile.mkdtemp(prefix="cdc-postgres-"))
     data_dir.chmod(0o755)
     server = PostgresServer(data_dir=data_dir, port=_free_port())
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.stop()
@@ -111,8 +113,8 @@ def connect(kafka_broker: Any, work_dir: Path) -> Iterator[ConnectWorker]:
         port=_free_port(),
         group=group,
     )
-    worker.start()
     try:
+        worker.start()
         yield worker
     finally:
         worker.stop()
@@ -609,9 +611,11 @@ class Churn(threading.Thread):
                 )
                 + "COMMIT;"
             )
+        # key changes of rows with an inline body only: a TOASTed body loses its value on a
+        # key change (test_primary_key_change_of_a_toasted_row)
         return (
             f"UPDATE articles SET article_id = {lit(f'{key}-m{step}')} "
-            f"WHERE article_id = {lit(key)};"
+            f"WHERE article_id = {lit(key)} AND coalesce(length(body), 0) < 1000;"
         )
 
     def run(self) -> None:
@@ -783,11 +787,6 @@ def test_primary_key_change_of_a_toasted_row(defect_run: DefectRun) -> None:
     defect_run.capture.assert_tables_agree("pk-")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JsonConverter names FLOAT64/FLOAT32 'double'/'float' in the schema block, the job's "
-    "type mapping knows only 'float64'/'float32': the new columns are added as string",
-)
 def test_floating_point_columns_added_mid_stream(defect_run: DefectRun) -> None:
     """``double precision`` and ``real`` columns must arrive as double and float."""
     defect_run.capture.assert_tables_agree("num-")

@@ -1,0 +1,689 @@
+"""Benchmarks: the CDC job against the naive pattern, pyiceberg and an append-only ceiling.
+
+Run (SPARK_LOCAL_IP is set to 127.0.0.1 when absent)::
+
+    cd /work/main && nice -n 19 .venv/bin/python bench/run.py --quick     # scaled down
+    cd /work/main && nice -n 19 .venv/bin/python bench/run.py --medium    # product vs naive
+    cd /work/main && nice -n 19 .venv/bin/python bench/run.py --full      # the issue's sizes
+    cd /work/main && nice -n 19 .venv/bin/python bench/run.py --quick --only w1,idle
+
+Benchmarks (each starts its own Kafka broker on a free loopback port and stops
+it; scratch data lives in ``bench/results/tmp`` and is removed afterwards):
+
+* ``w1``: change events over a keyspace into a preloaded table, every contender.
+* ``w2``: the same events against a table ten times bigger.
+* ``sweep``: the product's job at three micro-batch sizes.
+* ``layout``: copy-on-write vs merge-on-read, full-scan read after N batches.
+
+Figures derived from them: ``merge_scaling`` (MERGE time per batch, W2 vs W1),
+``idle_run`` (a scheduled run with nothing new, measured after W1),
+``session_start`` (every Spark start of the run) and ``targets``. Each figure
+is ``bench/results/<figure>-<scale>.json`` (with the machine it ran on) and a
+PNG chart beside it. See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import charts
+from bench.common import (
+    RESULTS_DIR,
+    SCALES,
+    SCRATCH_DIR,
+    TOPIC,
+    Scale,
+    TaskRun,
+    kafka_broker,
+    machine_info,
+    percentile,
+    run_task,
+    write_result,
+)
+from bench.workload import Workload, produce_workload
+from cdc_iceberg.settings import Settings
+
+BENCHMARKS = ("w1", "w2", "sweep", "layout")
+GIB = 1024.0
+
+
+# -- settings ---------------------------------------------------------------------
+
+
+def _base_settings(work: Path, bootstrap: str) -> Settings:
+    return Settings(
+        kafka_bootstrap_servers=bootstrap,
+        kafka_topic=TOPIC,
+        iceberg_catalog_uri=f"sqlite:///{work}/catalog.db",
+        iceberg_warehouse=f"file://{work}/warehouse",
+        checkpoint_location=str(work / "checkpoints" / "default"),
+    )
+
+
+def _settings_for(base: Settings, work: Path, name: str, batch: int | None) -> Settings:
+    return base.replace(
+        kafka_consumer_group=f"bench_{name}",
+        iceberg_table=f"bench.{name}",
+        checkpoint_location=str(work / "checkpoints" / name),
+        max_offsets_per_trigger=batch,
+    )
+
+
+def _spec(settings: Settings) -> dict[str, Any]:
+    return dataclasses.asdict(settings)
+
+
+def _scratch(figure: str, scale: Scale) -> Path:
+    work = SCRATCH_DIR / f"{figure}-{scale.name}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
+def _require(run: TaskRun, what: str) -> None:
+    if not run.ok:
+        failed = run.last("failed") or {}
+        raise RuntimeError(
+            f"{what} did not finish (exit {run.exit_code}, timed out {run.timed_out}): "
+            f"{failed.get('error', '')}\n{run.log[-2000:]}"
+        )
+
+
+# -- summaries ------------------------------------------------------------------------
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "p50": None, "p95": None, "max": None}
+    return {
+        "mean": round(sum(values) / len(values), 3),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "max": max(values),
+    }
+
+
+def _latency(batch: dict[str, Any]) -> float:
+    """Wall time of one micro-batch: Spark's triggerExecution, else the batch function's."""
+    return float(batch.get("trigger_s") or batch.get("duration_s") or 0.0)
+
+
+def _merge_s(steps: dict[str, float]) -> float:
+    return round(sum(v for k, v in steps.items() if k.startswith("merge")), 3)
+
+
+def _status(run: TaskRun) -> str:
+    if run.ok:
+        return "ok"
+    if run.timed_out:
+        return "timeout"
+    failed = run.last("failed") or {}
+    return f"failed: {failed.get('error', 'exit ' + str(run.exit_code))[:300]}"
+
+
+def contender_summary(run: TaskRun, workload: Workload) -> dict[str, Any]:
+    done = run.last("done") or {}
+    batches = run.all("batch") or run.all("progress")
+    batches = [b for b in batches if not b.get("skipped")]
+    session = run.last("session") or {}
+    latencies = [_latency(b) for b in batches]
+    records = [int(b.get("records") or b.get("events_in") or 0) for b in batches]
+    drain_s = done.get("drain_s")
+    written = done.get("written") or []
+    per_batch_bytes = [int(w["added_bytes"]) for w in written]
+    changes_per_record = workload.changes / max(1, workload.records)
+    steady = slice(1, None) if len(batches) > 2 else slice(0, None)
+    steady_s = sum(latencies[steady])
+    sustained = sum(records[steady]) / steady_s if steady_s else None
+    summary: dict[str, Any] = {
+        "status": _status(run),
+        "session_start_s": session.get("session_s"),
+        "drain_s": drain_s,
+        "events_per_s": round(workload.changes / drain_s, 1) if drain_s else None,
+        "records_per_s": round(workload.records / drain_s, 1) if drain_s else None,
+        "sustained_records_per_s": round(sustained, 1) if sustained else None,
+        "sustained_events_per_s": round(sustained * changes_per_record, 1) if sustained else None,
+        "batches": len(batches),
+        "records_processed": sum(records),
+        "batch_latency_s": {**_stats(latencies), "per_batch": latencies},
+        "peak_rss_mib": run.peak_rss_mib,
+        "peak_rss_by_process_mib": run.peak_rss_by_process_mib,
+        "mean_rss_mib": run.mean_rss_mib,
+        "bytes_written_per_batch": {
+            **_stats([float(b) for b in per_batch_bytes]),
+            "total": sum(per_batch_bytes),
+            "per_batch": per_batch_bytes,
+        },
+        "rows_after": done.get("rows_after"),
+        "full_scan_s": done.get("full_scan_s"),
+        "files_after": done.get("files"),
+        "process_wall_s": run.wall_s,
+        "per_batch": batches,
+    }
+    steps = [b.get("steps") for b in batches if b.get("steps")]
+    if steps:
+        names = sorted({k for s in steps for k in s})
+        summary["steps_median_s"] = {
+            n: percentile([s.get(n, 0.0) for s in steps], 50) for n in names
+        }
+        summary["merge_s_per_batch"] = [_merge_s(s) for s in steps]
+    return summary
+
+
+# -- W1 / W2 ---------------------------------------------------------------------------
+
+
+def bench_workload(
+    figure: str,
+    scale: Scale,
+    preload_rows: int,
+    names: tuple[str, ...],
+    machine: dict[str, Any],
+    measure_idle: bool,
+    keep: bool,
+) -> dict[str, Any]:
+    work = _scratch(figure, scale)
+    try:
+        with kafka_broker(work / "kafka") as broker:
+            base = _base_settings(work, broker.bootstrap_servers)
+            _log(f"{figure}: broker on {broker.bootstrap_servers}; producing {scale.events} events")
+            workload = produce_workload(base, events=scale.events, keys=scale.keys)
+            per = {n: _settings_for(base, work, n, scale.batch) for n in names}
+            targets = [
+                {"kind": n, "settings": _spec(per[n]), **({"rows": 0} if n == "append" else {})}
+                for n in names
+            ]
+            _log(f"{figure}: preloading {preload_rows} rows into {len(targets)} tables")
+            preload = run_task(
+                {
+                    "name": f"{figure}-preload",
+                    "task": "preload",
+                    "settings": _spec(base),
+                    "rows": preload_rows,
+                    "targets": targets,
+                },
+                work,
+                scale.task_timeout_s,
+            )
+            _require(preload, f"{figure} preload")
+            results: dict[str, Any] = {}
+            idle: dict[str, Any] | None = None
+            sessions = [preload]
+            for name in names:
+                _log(f"{figure}: {name}")
+                run = run_task(
+                    {
+                        "name": f"{figure}-{name}",
+                        "task": name,
+                        "settings": _spec(per[name]),
+                        "batch": scale.batch,
+                    },
+                    work,
+                    scale.task_timeout_s,
+                )
+                sessions.append(run)
+                results[name] = contender_summary(run, workload)
+                _log(
+                    f"{figure}: {name} {results[name]['status']} drain {results[name]['drain_s']} s"
+                    f" peak {results[name]['peak_rss_mib']} MiB"
+                )
+                if name == "product" and measure_idle:
+                    idle = _idle(per["product"], work, scale)
+            product_rows_expected = preload_rows + workload.live_keys
+            return {
+                "scale": dataclasses.asdict(scale),
+                "preload_rows": preload_rows,
+                "batch_records": scale.batch,
+                "broker_start_s": getattr(broker, "start_s", None),
+                "workload": workload.as_dict(),
+                "preload": [x for x in preload.lines if x.get("event") == "preloaded"],
+                "contenders": results,
+                "product_rows_expected": product_rows_expected,
+                "product_rows_correct": (
+                    results.get("product", {}).get("rows_after") == product_rows_expected
+                ),
+                "idle": idle,
+                "sessions": _sessions(sessions),
+            }
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _idle(settings: Settings, work: Path, scale: Scale) -> dict[str, Any]:
+    run = run_task(
+        {
+            "name": "idle",
+            "task": "idle",
+            "settings": _spec(settings),
+            "repeats": scale.idle_repeats,
+        },
+        work,
+        300,
+    )
+    done = run.last("done") or {}
+    return {
+        "status": _status(run),
+        "process_wall_s": run.wall_s,
+        "peak_rss_mib": run.peak_rss_mib,
+        **done,
+    }
+
+
+def _sessions(runs: list[TaskRun]) -> list[dict[str, Any]]:
+    out = []
+    for run in runs:
+        for line in run.all("session"):
+            out.append(
+                {
+                    "task": run.task,
+                    "session_s": line["session_s"],
+                    "since_process_start_s": line["since_process_start_s"],
+                }
+            )
+    return out
+
+
+# -- batch-size sweep ----------------------------------------------------------------------
+
+
+def bench_sweep(scale: Scale, machine: dict[str, Any], keep: bool) -> dict[str, Any]:
+    work = _scratch("batch_sweep", scale)
+    try:
+        with kafka_broker(work / "kafka") as broker:
+            base = _base_settings(work, broker.bootstrap_servers)
+            _log(f"sweep: producing {scale.sweep_events} events")
+            workload = produce_workload(base, events=scale.sweep_events, keys=scale.sweep_keys)
+            per = {
+                size: _settings_for(base, work, f"sweep_{size}", size)
+                for size in scale.sweep_batches
+            }
+            preload = run_task(
+                {
+                    "name": "sweep-preload",
+                    "task": "preload",
+                    "settings": _spec(base),
+                    "rows": scale.sweep_preload,
+                    "targets": [{"kind": "product", "settings": _spec(s)} for s in per.values()],
+                },
+                work,
+                scale.task_timeout_s,
+            )
+            _require(preload, "sweep preload")
+            _log(f"sweep: batch sizes {scale.sweep_batches}")
+            run = run_task(
+                {
+                    "name": "sweep",
+                    "task": "series",
+                    "series": [
+                        {"label": str(size), "settings": _spec(s)} for size, s in per.items()
+                    ],
+                },
+                work,
+                scale.task_timeout_s * max(1, len(per)),
+            )
+            sizes = []
+            for size in scale.sweep_batches:
+                label = str(size)
+                batches = [b for b in run.all("batch") if b.get("label") == label]
+                done = next((d for d in run.all("series_done") if d.get("label") == label), {})
+                latencies = [_latency(b) for b in batches]
+                drain_s = done.get("drain_s")
+                steps = [b.get("steps", {}) for b in batches if b.get("steps")]
+                names = sorted({k for s in steps for k in s})
+                written = [int(w["added_bytes"]) for w in done.get("written", [])]
+                sizes.append(
+                    {
+                        "batch_records": size,
+                        "status": "ok" if done else _status(run),
+                        "batches": len(batches),
+                        "drain_s": drain_s,
+                        "events_per_s": round(workload.changes / drain_s, 1) if drain_s else None,
+                        "batch_latency_s": {**_stats(latencies), "per_batch": latencies},
+                        "steps_mean_s": {
+                            n: round(sum(s.get(n, 0.0) for s in steps) / len(steps), 3)
+                            for n in names
+                        }
+                        if steps
+                        else {},
+                        "bytes_written_per_batch": {
+                            **_stats([float(w) for w in written]),
+                            "total": sum(written),
+                        },
+                    }
+                )
+            return {
+                "scale": dataclasses.asdict(scale),
+                "workload": workload.as_dict(),
+                "preload_rows": scale.sweep_preload,
+                "run_order": [str(s) for s in scale.sweep_batches],
+                "note": "all sizes in one Spark session, in run_order; each has its own table",
+                "sizes": sizes,
+                "peak_rss_mib": run.peak_rss_mib,
+                "sessions": _sessions([preload, run]),
+            }
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+# -- copy-on-write vs merge-on-read --------------------------------------------------------
+
+
+def bench_layout(scale: Scale, machine: dict[str, Any], keep: bool) -> dict[str, Any]:
+    work = _scratch("layout", scale)
+    try:
+        with kafka_broker(work / "kafka") as broker:
+            base = _base_settings(work, broker.bootstrap_servers)
+            modes = {
+                "merge-on-read": _settings_for(base, work, "layout_mor", scale.layout_batch),
+                "copy-on-write": _settings_for(base, work, "layout_cow", scale.layout_batch),
+            }
+            kinds = {"merge-on-read": "product", "copy-on-write": "product-cow"}
+            _log(f"layout: preloading {scale.layout_preload} rows into 2 tables")
+            preload = run_task(
+                {
+                    "name": "layout-preload",
+                    "task": "preload",
+                    "settings": _spec(base),
+                    "rows": scale.layout_preload,
+                    "targets": [{"kind": kinds[m], "settings": _spec(s)} for m, s in modes.items()],
+                },
+                work,
+                scale.task_timeout_s,
+            )
+            _require(preload, "layout preload")
+            _log(f"layout: batches of {scale.layout_batch}, reads after {scale.layout_reads_after}")
+            run = run_task(
+                {
+                    "name": "layout",
+                    "task": "layout",
+                    "batch": scale.layout_batch,
+                    "keys": max(1_000, scale.layout_events // 5),
+                    "reads_after": list(scale.layout_reads_after),
+                    "modes": {m: _spec(s) for m, s in modes.items()},
+                },
+                work,
+                scale.task_timeout_s * 2,
+            )
+            out: dict[str, Any] = {}
+            for mode in modes:
+                batches = [b for b in run.all("batch") if b.get("mode") == mode]
+                reads = [r for r in run.all("read") if r.get("mode") == mode]
+                written = next((w["written"] for w in run.all("written") if w["mode"] == mode), [])
+                out[mode] = {
+                    "batch_latency_s": {
+                        **_stats([_latency(b) for b in batches]),
+                        "per_batch": [_latency(b) for b in batches],
+                    },
+                    "merge_s_per_batch": [_merge_s(b.get("steps", {})) for b in batches],
+                    "bytes_written_per_batch": {
+                        **_stats([float(w["added_bytes"]) for w in written]),
+                        "per_batch": [int(w["added_bytes"]) for w in written],
+                    },
+                    "reads": [
+                        {
+                            "after_batches": r["after_batches"],
+                            "seconds": min(r["seconds"]),
+                            "all_seconds": r["seconds"],
+                            "files": r["files"],
+                        }
+                        for r in reads
+                    ],
+                }
+            return {
+                "scale": dataclasses.asdict(scale),
+                "status": _status(run),
+                "preload_rows": scale.layout_preload,
+                "batch_records": scale.layout_batch,
+                "reads_after": list(scale.layout_reads_after),
+                "modes": out,
+                "peak_rss_mib": run.peak_rss_mib,
+                "sessions": _sessions([preload, run]),
+            }
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+# -- derived figures ---------------------------------------------------------------------
+
+
+def merge_scaling(w1: dict[str, Any], w2: dict[str, Any]) -> dict[str, Any]:
+    def side(result: dict[str, Any]) -> dict[str, Any]:
+        product = result["contenders"].get("product", {})
+        merges = product.get("merge_s_per_batch") or []
+        latencies = product.get("batch_latency_s", {}).get("per_batch") or []
+        return {
+            "preload_rows": result["preload_rows"],
+            "batch_records": result["batch_records"],
+            "merge_s_per_batch": merges,
+            "merge_s_median": percentile(merges, 50),
+            "batch_s_median": percentile(latencies, 50),
+            "steps_median_s": product.get("steps_median_s", {}),
+        }
+
+    small, big = side(w1), side(w2)
+    ratio = None
+    if small["merge_s_median"] and big["merge_s_median"]:
+        ratio = round(big["merge_s_median"] / small["merge_s_median"], 2)
+    batch_ratio = None
+    if small["batch_s_median"] and big["batch_s_median"]:
+        batch_ratio = round(big["batch_s_median"] / small["batch_s_median"], 2)
+    return {
+        "w1": small,
+        "w2": big,
+        "merge_ratio_w2_over_w1": ratio,
+        "batch_ratio_w2_over_w1": batch_ratio,
+    }
+
+
+def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def add(
+        name: str, measured: float | None, goal: float, higher_is_better: bool, detail: str
+    ) -> None:
+        met = None
+        if measured is not None:
+            met = measured >= goal if higher_is_better else measured <= goal
+        rows.append(
+            {
+                "target": name,
+                "measured": measured,
+                "goal": goal,
+                "higher_is_better": higher_is_better,
+                "met": met,
+                "detail": detail,
+            }
+        )
+
+    def speedup(figure: str) -> tuple[float | None, str]:
+        contenders = results.get(figure, {}).get("contenders", {})
+        product = contenders.get("product", {}).get("drain_s")
+        naive = contenders.get("naive", {}).get("drain_s")
+        if not (product and naive):
+            return None, "not measured"
+        return round(naive / product, 2), f"naive {naive} s / product {product} s"
+
+    if "w1" in results:
+        value, detail = speedup("w1")
+        add("W1: product >= 3x faster than naive", value, 3.0, True, detail)
+    if "w2" in results:
+        value, detail = speedup("w2")
+        add("W2: product >= 5x faster than naive", value, 5.0, True, detail)
+    if "merge_scaling" in results:
+        scaling = results["merge_scaling"]
+        add(
+            "MERGE per batch, big table / small table <= 1.5",
+            scaling["merge_ratio_w2_over_w1"],
+            1.5,
+            False,
+            f"median MERGE s per batch of {scaling['w1']['batch_records']} records: "
+            f"{scaling['w2']['merge_s_median']} at {scaling['w2']['preload_rows']} rows vs "
+            f"{scaling['w1']['merge_s_median']} at {scaling['w1']['preload_rows']} rows",
+        )
+    if "w1" in results:
+        contenders = results["w1"]["contenders"]
+        product = contenders.get("product", {}).get("sustained_events_per_s")
+        ceiling = contenders.get("append", {}).get("sustained_events_per_s")
+        value = round(product / ceiling, 2) if product and ceiling else None
+        add(
+            "sustained events/s >= 0.5 x append-only ceiling",
+            value,
+            0.5,
+            True,
+            f"product {product} /s vs append-only {ceiling} /s (batches after the first)",
+        )
+        idle = results["w1"].get("idle") or {}
+        first = idle.get("process_to_first_decision_s")
+        spark_free = idle.get("pyspark_imported") is False and idle.get("would_skip") is True
+        add(
+            "scheduled run with nothing new < 5 s, no Spark",
+            first if spark_free else None,
+            5.0,
+            False,
+            f"fresh process to skip decision {first} s; check alone "
+            f"{idle.get('first_check_s')} s; pyspark imported: {idle.get('pyspark_imported')}; "
+            f"would skip: {idle.get('would_skip')}",
+        )
+        peak = contenders.get("product", {}).get("peak_rss_mib")
+        add(
+            "W1 driver (JVM + Python) peak RSS <= 2 GiB",
+            round(peak / GIB, 2) if peak else None,
+            2.0,
+            False,
+            f"{peak} MiB sampled every 0.2 s over the whole process tree",
+        )
+    return rows
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group(required=True)
+    for name in SCALES:
+        size.add_argument(f"--{name}", dest="scale", action="store_const", const=name)
+    parser.add_argument("--only", default="", help=f"comma list of {','.join(BENCHMARKS)}")
+    parser.add_argument("--keep-scratch", action="store_true", help="keep bench/results/tmp")
+    args = parser.parse_args(argv)
+    scale = SCALES[args.scale]
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    chosen = [b for b in (args.only.split(",") if args.only else BENCHMARKS) if b]
+    unknown = set(chosen) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {sorted(unknown)}")
+    if not scale.sweep_batches:
+        chosen = [b for b in chosen if b != "sweep"]
+    if not scale.layout_reads_after:
+        chosen = [b for b in chosen if b != "layout"]
+
+    started = time.monotonic()
+    machine = machine_info()
+    _log(
+        f"{scale.name}: {', '.join(chosen)} on {machine['nproc']} cores, "
+        f"load {machine['load_average_at_start']}"
+    )
+    results: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    for bench in chosen:
+        bench_started = time.monotonic()
+        try:
+            if bench == "w1":
+                results["w1"] = bench_workload(
+                    "w1",
+                    scale,
+                    scale.preload_w1,
+                    scale.w1_contenders,
+                    machine,
+                    True,
+                    args.keep_scratch,
+                )
+            elif bench == "w2":
+                results["w2"] = bench_workload(
+                    "w2",
+                    scale,
+                    scale.preload_w2,
+                    scale.w2_contenders,
+                    machine,
+                    False,
+                    args.keep_scratch,
+                )
+            elif bench == "sweep":
+                results["sweep"] = bench_sweep(scale, machine, args.keep_scratch)
+            elif bench == "layout":
+                results["layout"] = bench_layout(scale, machine, args.keep_scratch)
+        except Exception as error:  # one broken benchmark must not lose the others
+            failures.append(f"{bench}: {type(error).__name__}: {error}")
+            _log(f"{bench} failed: {error}")
+            continue
+        results[bench]["wall_s"] = round(time.monotonic() - bench_started, 1)
+        _log(f"{bench} done in {results[bench]['wall_s']} s")
+
+    if "w1" in results and "w2" in results:
+        results["merge_scaling"] = merge_scaling(results["w1"], results["w2"])
+    if "w1" in results and results["w1"].get("idle"):
+        results["idle_run"] = {"idle": results["w1"]["idle"]}
+    sessions = [s for r in results.values() for s in r.get("sessions", [])]
+    if sessions:
+        values = [s["session_s"] for s in sessions]
+        results["session_start"] = {"samples": sessions, "session_s": _stats(values)}
+    results["targets"] = {
+        "targets": targets(results),
+        "failures": failures,
+        "total_wall_s": round(time.monotonic() - started, 1),
+    }
+
+    files = {
+        "w1": "w1_throughput",
+        "w2": "w2_throughput",
+        "sweep": "batch_sweep",
+        "layout": "layout_cow_vs_mor",
+        "merge_scaling": "merge_scaling",
+        "idle_run": "idle_run",
+        "session_start": "session_start",
+        "targets": "targets",
+    }
+    for key, data in results.items():
+        name = f"{files[key]}-{scale.name}"
+        data = {"scale_name": scale.name, **data}
+        path = write_result(name, data, machine)
+        try:
+            charts.draw(key, json.loads(path.read_text()), RESULTS_DIR / f"{name}.png")
+        except Exception as error:  # a chart must not lose the numbers
+            _log(f"chart {name} failed: {error}")
+        _log(f"wrote {path.relative_to(RESULTS_DIR.parent.parent)}")
+    _print_targets(results["targets"])
+    _log(f"total {results['targets']['total_wall_s']} s")
+    return 1 if failures else 0
+
+
+def _print_targets(summary: dict[str, Any]) -> None:
+    for row in summary["targets"]:
+        mark = {True: "met", False: "MISSED", None: "n/a"}[row["met"]]
+        print(
+            f"  {mark:6} {row['target']}: {row['measured']} (goal {row['goal']}) - {row['detail']}"
+        )
+    for failure in summary["failures"]:
+        print(f"  FAILED {failure}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Bad input at volume: 10,000 generated messages through the real job.
+
+Hypothesis builds the messages: non-UTF-8 bytes, broken, huge and non-object
+JSON, empty values, missing keys, null or non-numeric ordering fields, unknown
+ops, out-of-range numbers, strings in numeric fields, NaN, wrong schema blocks,
+mixed with valid changes. None may stop the job; each invalid record lands in
+the dead-letter table exactly once with a reason; the valid ones produce the
+table the reference fold predicts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference_fold import fold
+from support import assert_table_equals_fold, dead_letters, send
+
+from cdc_iceberg import kafka_offsets
+from cdc_iceberg.generator import ArticleSource, Message
+from cdc_iceberg.settings import Settings
+from jobs.cdc_to_iceberg import drain
+
+pytestmark = pytest.mark.integration
+
+MESSAGES = 10_000
+
+text = st.text(max_size=40)
+odd_numbers = st.sampled_from(["NaN", "Infinity", "1e400", "12.5", "0x10", "", " 7 ", "-"])
+numbers = st.one_of(
+    st.integers(-(2**70), 2**70), odd_numbers, st.booleans(), st.none(), st.just([1, 2])
+)
+timestamps = st.one_of(
+    st.sampled_from(["not a date", "", "yesterday", "2026-13-45T99:00:00Z"]),
+    st.just("2026-02-03T04:05:06.123456Z"),
+    st.none(),
+)
+ops = st.sampled_from(["c", "u", "d", "r", "x", "", "C", None, 1, "t"])
+
+
+@st.composite
+def event(draw: Any) -> bytes | None:
+    """One record value: a mutated Debezium envelope or plain junk."""
+    kind = draw(st.integers(0, 9))
+    if kind == 0:
+        return draw(st.binary(max_size=60))
+    if kind == 1:
+        return draw(st.sampled_from([b"", b"[]", b"null", b"42", b'"text"', b"{", b'{"a":']))
+    if kind == 2:
+        return json.dumps({"payload": draw(text), "schema": draw(st.none() | text)}).encode()
+    row: dict[str, Any] = {"article_id": draw(st.none() | st.sampled_from(["k1", "k2", "k3"]))}
+    if draw(st.booleans()):
+        row["word_count"] = draw(numbers)
+    if draw(st.booleans()):
+        row["published_at"] = draw(timestamps)
+    if draw(st.booleans()):
+        row["title"] = draw(text)
+    source: Any = {"ts_ms": draw(numbers), "lsn": draw(numbers)}
+    if kind == 3:
+        source = draw(st.none() | text)
+    op = draw(ops)
+    body: dict[str, Any] = {
+        "op": op,
+        "after": None if op == "d" else row,
+        "before": row if op == "d" else None,
+        "source": source,
+    }
+    if kind == 4:
+        body["after"] = draw(st.none() | st.integers() | st.just("not an object"))
+    if kind == 5:
+        body["title"] = "x" * 200_000  # huge record
+    wrapped = {"schema": draw(st.none() | text | st.just({"fields": "wrong"})), "payload": body}
+    return json.dumps(wrapped if draw(st.booleans()) else body).encode()
+
+
+@settings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_ten_thousand_generated_messages(
+    spark: Any, base_settings: Settings, seed: int, data: Any
+) -> None:
+    rng = random.Random(seed)
+    pipeline = base_settings.replace(
+        kafka_topic=f"fuzz.t{seed}",
+        kafka_consumer_group=f"fuzz_{seed}",
+        iceberg_table=f"fuzz.t{seed}",
+        checkpoint_location=f"{base_settings.checkpoint_location}_fuzz_{seed}",
+        max_offsets_per_trigger=2500,
+    )
+    good = ArticleSource(seed=seed % 1000, partitions=2).random_history(2000, 200)
+    junk = [
+        Message(
+            rng.choice([b'{"article_id": "k1"}', None, b"\xff"]),
+            data.draw(event()),
+            rng.randrange(2),
+        )
+        for _ in range(MESSAGES - len(good))
+    ]
+    messages = good + junk
+    rng.shuffle(messages)
+    records = send(pipeline, messages, partitions=2)
+
+    result = drain(spark, pipeline)
+
+    expected = fold(records)
+    letters = dead_letters(pipeline)
+    coordinates = [(d["kafka_partition"], d["kafka_offset"]) for d in letters]
+    assert len(coordinates) == len(set(coordinates)), "a record was dead-lettered twice"
+    assert set(coordinates) == set(expected.dead)
+    assert all(d["reason"] for d in letters)
+    tombstones = sum(1 for r in records if r.value is None)
+    totals = result.totals()
+    assert totals["events_in"] == len(records)
+    assert totals["kafka_tombstones"] == tombstones
+    assert totals["dead_lettered"] == len(expected.dead)
+    assert_table_equals_fold(pipeline, expected.rows)
+    assert kafka_offsets.committed_offsets(pipeline) == kafka_offsets.end_offsets(pipeline)

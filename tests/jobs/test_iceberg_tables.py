@@ -1,0 +1,69 @@
+"""Statement builders and the schema-evolution plan (pure functions)."""
+
+from __future__ import annotations
+
+import json
+
+from cdc_iceberg.generator import envelope_schema
+from jobs.iceberg_tables import (
+    create_live_sql,
+    merge_live_sql,
+    plan_evolution,
+    row_fields_from_schema,
+    seq_newer,
+)
+
+TABLE = {"article_id": "string", "title": "string", "word_count": "int", "score": "float"}
+
+
+def test_new_columns_take_declared_type_or_string() -> None:
+    add, widen, bad = plan_evolution(TABLE, ["article_id", "category", "rank"], {"rank": "bigint"})
+    assert add == [("category", "string"), ("rank", "bigint")]
+    assert widen == [] and bad == {}
+
+
+def test_safe_widening_and_incompatible_changes() -> None:
+    add, widen, bad = plan_evolution(
+        TABLE, [], {"word_count": "bigint", "score": "double", "title": "int"}
+    )
+    assert widen == [("score", "double"), ("word_count", "bigint")]
+    assert bad == {
+        "title": "incompatible schema change: column title is string in the table, "
+        "the event declares int"
+    }
+    assert add == []
+
+
+def test_narrower_declared_type_fits_and_metadata_is_ignored() -> None:
+    assert plan_evolution({"n": "bigint"}, ["ts_ms", "__op"], {"n": "int"}) == ([], [], {})
+
+
+def test_unsafe_column_names_are_refused() -> None:
+    _, _, bad = plan_evolution(TABLE, ["x`; DROP TABLE t; --"], {})
+    assert "not a plain identifier" in next(iter(bad.values()))
+
+
+def test_schema_block_parsing_is_robust() -> None:
+    fields = row_fields_from_schema(json.dumps(envelope_schema()))
+    assert fields["word_count"] == "int" and fields["published_at"] == "timestamp"
+    for junk in ("", "null", "[]", '{"fields": "wrong"}', '{"fields": [1, {"field": 2}]}'):
+        assert row_fields_from_schema(junk) == {}
+
+
+def test_merge_guards_every_action_with_the_whole_sequence() -> None:
+    sql = merge_live_sql("c.n.t", "src", ["article_id", "title", "body"])
+    newer = seq_newer("s", "t")
+    assert newer == (
+        "struct(s.ts_ms, s.lsn, s.kafka_partition, s.kafka_offset) > "
+        "struct(t.ts_ms, t.lsn, t.kafka_partition, t.kafka_offset)"
+    )
+    assert sql.count(newer) == 2
+    assert "WHEN MATCHED AND s.cdc_op = 'd' AND" in sql
+    assert "CASE WHEN array_contains(s.unavailable, 'body') THEN t.`body` ELSE s.`body` END" in sql
+    assert "WHEN NOT MATCHED AND s.cdc_op <> 'd' THEN INSERT" in sql
+
+
+def test_live_table_is_bucketed_merge_on_read() -> None:
+    sql = create_live_sql("c.n.t", 16)
+    assert "PARTITIONED BY (bucket(16, article_id))" in sql
+    assert "'write.merge.mode'='merge-on-read'" in sql
