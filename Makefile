@@ -41,7 +41,7 @@ STAMP_KAFKA := $(JARS)/kafka/.fetched
 STAMP_APT := build/.system-packages
 
 .PHONY: setup jars system-packages kafka-up kafka-down drain generate airflow-init demo \
-        test test-faults lint clean airflow-ui maintain
+        test test-faults lint clean airflow-ui maintain bench bench-full
 
 setup: $(STAMP_APT) $(STAMP_PY) jars
 
@@ -89,11 +89,20 @@ airflow-init: setup
 	$(PY) -m airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log
 	$(PY) -m airflow pools set cdc_iceberg_writer 1 "one writer per Iceberg table" > /dev/null
 
-demo: setup kafka-up airflow-init
+# SOURCE=postgres: real SQL changes captured by Debezium instead of generated events
+SOURCE ?= generator
+export SOURCE
+demo: setup kafka-up airflow-init $(if $(filter postgres,$(SOURCE)),cdc-up)
 	$(PY) -m cdc_iceberg.demo
 
 airflow-ui: airflow-init kafka-up
 	$(PY) -m airflow standalone
+
+bench: setup
+	$(PY) bench/run.py --quick
+
+bench-full: setup
+	$(PY) bench/run.py --full
 
 lint: setup
 	$(PY) -m ruff check .

@@ -82,7 +82,7 @@ def workload(data: dict[str, Any], path: Path) -> None:
     memory.legend()
 
     means = [(contenders[n]["bytes_written_per_batch"].get("mean") or 0) / 2**20 for n in names]
-    _bar_labels(written, written.bar(names, means, color=colors), "{:.1f}")
+    _bar_labels(written, written.bar(names, means, color=colors), "{:.2f}")
     written.set_title("bytes written per batch (snapshot added-files-size)")
     written.set_ylabel("MiB per batch (mean)")
 

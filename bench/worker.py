@@ -191,7 +191,9 @@ def task_layout(spec: dict[str, Any], out: Out) -> None:
             records = (int(target) - done_batches) * batch
             messages: list[Any] = []
             while len(messages) < records:
-                messages += source.random_history(min(records, 25_000), int(spec["keys"]))
+                messages += source.random_history(
+                    min(records, 25_000), int(spec["keys"]), **spec.get("history", {})
+                )
                 source._emitted.clear()  # history kept only for redelivery (off)
             produce(first, messages[:records])
             done_batches = int(target)

@@ -23,7 +23,12 @@ def _feed(settings: Settings, events: int, keys: int) -> int:
     kafka_offsets.ensure_topic(settings, partitions=3)
     already = sum(kafka_offsets.end_offsets(settings).values())
     # a new seed per run, so a second demo adds fresh changes instead of repeating old ones
-    source = ArticleSource(seed=7 + already, partitions=3, event_format=settings.event_format)
+    source = ArticleSource(
+        seed=7 + already,
+        partitions=3,
+        event_format=settings.event_format,
+        start_ms=int(time.time() * 1000) - 60_000,  # recent changes: freshness reads true
+    )
     messages = source.random_history(
         events, keys, snapshot_rows=keys // 4, toast_share=0.1, redelivery_share=0.02
     )
@@ -31,12 +36,59 @@ def _feed(settings: Settings, events: int, keys: int) -> int:
     return len(messages)
 
 
+SQL_WORKLOAD = """
+INSERT INTO public.articles (article_id, title, url, source, author, body, published_at,
+                             updated_at, word_count)
+SELECT 'pg-' || g || '-' || {run}, 'Article ' || g, 'https://news.example/' || g, 'AP',
+       CASE WHEN g % 7 = 0 THEN NULL ELSE 'Zoë Ångström' END, repeat('body text ', 1200),
+       now() - (g || ' minutes')::interval, now(), 2400
+FROM generate_series(1, 500) AS g;
+UPDATE public.articles SET title = title || ' (updated)', updated_at = now()
+ WHERE article_id LIKE 'pg-%-{run}' AND split_part(article_id, '-', 2)::int % 3 = 0;
+BEGIN;
+UPDATE public.articles SET word_count = word_count + 1 WHERE article_id = 'pg-1-{run}';
+UPDATE public.articles SET word_count = word_count + 1 WHERE article_id = 'pg-1-{run}';
+COMMIT;
+DELETE FROM public.articles
+ WHERE article_id LIKE 'pg-%-{run}' AND split_part(article_id, '-', 2)::int % 10 = 0;
+UPDATE public.articles SET article_id = 'pg-renamed-{run}' WHERE article_id = 'pg-2-{run}';
+"""
+
+
+def _feed_postgres(settings: Settings) -> set[str]:
+    """Run a SQL workload on the local Postgres and wait until Debezium has delivered it."""
+    from cdc_iceberg.local.postgres import server_from_env
+
+    server = server_from_env()
+    run = int(time.time())
+    server.sql(SQL_WORKLOAD.format(run=run), database="neuronews")
+    stable_since, last, deadline = time.monotonic(), -1, time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            total = sum(kafka_offsets.end_offsets(settings).values())
+        except kafka_offsets.TopicMissingError:
+            total = -1
+        if total != last:
+            stable_since, last = time.monotonic(), total
+        elif total > 0 and time.monotonic() - stable_since > 5:
+            break
+        time.sleep(1)
+    rows = server.query("SELECT article_id FROM public.articles", database="neuronews")
+    return {str(r["article_id"]) for r in rows}
+
+
 def main() -> int:
     settings = Settings.from_env()
-    events = int(os.environ.get("DEMO_EVENTS", "5000"))
-    print(f"== feeding Debezium change events into {settings.kafka_topic}")
-    sent = _feed(settings, events, keys=max(10, events // 10))
-    print(f"   {sent} records written to {settings.kafka_bootstrap_servers}")
+    source_rows = None
+    if os.environ.get("SOURCE", "generator") == "postgres":
+        print("== running a SQL workload on Postgres public.articles (captured by Debezium)")
+        source_rows = _feed_postgres(settings)
+        print(f"   Postgres now holds {len(source_rows)} rows; Debezium delivered the changes")
+    else:
+        events = int(os.environ.get("DEMO_EVENTS", "5000"))
+        print(f"== feeding Debezium change events into {settings.kafka_topic}")
+        sent = _feed(settings, events, keys=max(10, events // 10))
+        print(f"   {sent} records written to {settings.kafka_bootstrap_servers}")
 
     print("== running the cdc_to_iceberg DAG once (airflow dags test)")
     started_ms = int(time.time() * 1000)
@@ -62,6 +114,21 @@ def main() -> int:
         print("   " + json.dumps(row, default=str, ensure_ascii=False)[:200])
     stats = table_state.table_stats(settings, since_ms=started_ms)
     print(f"   row count: {stats.rows}")
+    if source_rows is not None:
+        keys = set(
+            table_state.catalog(settings)
+            .load_table(settings.iceberg_table)
+            .scan(selected_fields=("article_id",))
+            .to_arrow()
+            .column("article_id")
+            .to_pylist()
+        )
+        missing, extra = source_rows - keys, keys - source_rows
+        print(
+            f"   Postgres keys missing from Iceberg: {len(missing)}; Iceberg keys not in "
+            f"Postgres: {len(extra)}"
+            + (" (rows from generated events on the same topic)" if extra else "")
+        )
 
     report = validate(
         stats, now_ms=int(time.time() * 1000), max_staleness_s=None, max_new_dead_letters=0

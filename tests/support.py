@@ -81,6 +81,8 @@ def committed_ranges(settings: Settings) -> list[dict[int, tuple[int, int]]]:
     for summary in snapshots(settings):
         if summary.get("cdc.pipeline-id") != settings.pipeline_id:
             continue
+        if "cdc.batch-range" not in summary:
+            continue  # a reset records a new position, not a batch
         ranges = json.loads(summary["cdc.batch-range"])
         out.append({int(p): (int(r[0]), int(r[1])) for p, r in ranges.items()})
     return out
