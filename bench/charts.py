@@ -74,10 +74,10 @@ def workload(data: dict[str, Any], path: Path) -> None:
     latency.set_ylabel("seconds")
     latency.legend()
 
-    peaks = [(contenders[n].get("peak_rss_mib") or 0) / 1024 for n in names]
+    peaks = [(contenders[n].get("peak_mem_mib") or 0) / 1024 for n in names]
     _bar_labels(memory, memory.bar(names, peaks, color=colors), "{:.2f}")
     memory.axhline(2.0, color="black", linestyle="--", linewidth=1, label="2 GiB")
-    memory.set_title("peak RSS of the process tree (JVM + Python)")
+    memory.set_title("peak memory of the process tree (JVM + Python, PSS)")
     memory.set_ylabel("GiB")
     memory.legend()
 

@@ -159,16 +159,19 @@ def reset_to_spark_defaults(spark: SparkSession) -> None:
 
 
 class _StepLog(logging.Handler):
-    """Collects the job's DEBUG ``batch N steps {...}`` lines."""
+    """Collects the job's DEBUG ``batch N steps {...}`` lines (and writes each at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Callable[..., None] | None = None) -> None:
         super().__init__(level=logging.DEBUG)
         self.steps: dict[int, dict[str, float]] = {}
+        self.out = out
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg == "batch %s steps %s" and isinstance(record.args, tuple):
             batch_id, steps = record.args
             self.steps[int(batch_id)] = dict(steps)
+            if self.out is not None:
+                self.out("steps", batch_id=int(batch_id), steps=dict(steps))
 
 
 def _progress_listener(
@@ -333,7 +336,7 @@ def run_product(
     from jobs.cdc_to_iceberg import drain
 
     job_log = logging.getLogger("cdc_to_iceberg")
-    handler = _StepLog()
+    handler = _StepLog(out)
     job_log.addHandler(handler)
     previous = job_log.level
     job_log.setLevel(logging.DEBUG)

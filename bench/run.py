@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ if __package__ in (None, ""):
 
 from bench import charts
 from bench.common import (
+    PARTITIONS,
     RESULTS_DIR,
     SCALES,
     SCRATCH_DIR,
@@ -133,9 +135,21 @@ def _status(run: TaskRun) -> str:
     return f"failed: {failed.get('error', 'exit ' + str(run.exit_code))[:2000]}"
 
 
+def _partial_batches(run: TaskRun) -> list[dict[str, Any]]:
+    """Batches of a run stopped before its end: Spark's progress lines plus the job's steps."""
+    steps = {line["batch_id"]: line["steps"] for line in run.all("steps")}
+    out = []
+    for line in run.all("progress"):
+        batch = dict(line)
+        if batch["batch_id"] in steps:
+            batch["steps"] = steps[batch["batch_id"]]
+        out.append(batch)
+    return out
+
+
 def contender_summary(run: TaskRun, workload: Workload) -> dict[str, Any]:
     done = run.last("done") or {}
-    batches = run.all("batch") or run.all("progress")
+    batches = run.all("batch") or _partial_batches(run)
     batches = [b for b in batches if not b.get("skipped")]
     session = run.last("session") or {}
     latencies = [_latency(b) for b in batches]
@@ -158,9 +172,9 @@ def contender_summary(run: TaskRun, workload: Workload) -> dict[str, Any]:
         "batches": len(batches),
         "records_processed": sum(records),
         "batch_latency_s": {**_stats(latencies), "per_batch": latencies},
-        "peak_rss_mib": run.peak_rss_mib,
-        "peak_rss_by_process_mib": run.peak_rss_by_process_mib,
-        "mean_rss_mib": run.mean_rss_mib,
+        "peak_mem_mib": run.peak_mem_mib,
+        "peak_mem_by_process_mib": run.peak_mem_by_process_mib,
+        "mean_mem_mib": run.mean_mem_mib,
         "bytes_written_per_batch": {
             **_stats([float(b) for b in per_batch_bytes]),
             "total": sum(per_batch_bytes),
@@ -172,6 +186,10 @@ def contender_summary(run: TaskRun, workload: Workload) -> dict[str, Any]:
         "process_wall_s": run.wall_s,
         "per_batch": batches,
     }
+    if run.timed_out:
+        # stopped at the limit: the drain took at least this long (after its session start)
+        started = session.get("since_process_start_s") or 0
+        summary["drain_at_least_s"] = round(run.wall_s - started, 1)
     steps = [b.get("steps") for b in batches if b.get("steps")]
     if steps:
         names = sorted({k for s in steps for k in s})
@@ -237,7 +255,7 @@ def bench_workload(
                 results[name] = contender_summary(run, workload)
                 _log(
                     f"{figure}: {name} {results[name]['status']} drain {results[name]['drain_s']} s"
-                    f" peak {results[name]['peak_rss_mib']} MiB"
+                    f" peak {results[name]['peak_mem_mib']} MiB"
                 )
                 if name == "product" and measure_idle:
                     idle = _idle(per["product"], work, scale)
@@ -277,7 +295,7 @@ def _idle(settings: Settings, work: Path, scale: Scale) -> dict[str, Any]:
     return {
         "status": _status(run),
         "process_wall_s": run.wall_s,
-        "peak_rss_mib": run.peak_rss_mib,
+        "peak_mem_mib": run.peak_mem_mib,
         **done,
     }
 
@@ -371,7 +389,7 @@ def bench_sweep(scale: Scale, machine: dict[str, Any], keep: bool) -> dict[str, 
                 "run_order": [str(s) for s in scale.sweep_batches],
                 "note": "all sizes in one Spark session, in run_order; each has its own table",
                 "sizes": sizes,
-                "peak_rss_mib": run.peak_rss_mib,
+                "peak_mem_mib": run.peak_mem_mib,
                 "sessions": _sessions([preload, run]),
             }
     finally:
@@ -387,9 +405,12 @@ def bench_layout(scale: Scale, machine: dict[str, Any], keep: bool) -> dict[str,
     try:
         with kafka_broker(work / "kafka") as broker:
             base = _base_settings(work, broker.bootstrap_servers)
+            # a few records of slack: Spark rounds each partition's share of the limit
+            # down, which would leave a straggler batch of a handful of records per phase
+            limit = scale.layout_batch + PARTITIONS
             modes = {
-                "merge-on-read": _settings_for(base, work, "layout_mor", scale.layout_batch),
-                "copy-on-write": _settings_for(base, work, "layout_cow", scale.layout_batch),
+                "merge-on-read": _settings_for(base, work, "layout_mor", limit),
+                "copy-on-write": _settings_for(base, work, "layout_cow", limit),
             }
             kinds = {"merge-on-read": "product", "copy-on-write": "product-cow"}
             _log(f"layout: preloading {scale.layout_preload} rows into 2 tables")
@@ -439,6 +460,7 @@ def bench_layout(scale: Scale, machine: dict[str, Any], keep: bool) -> dict[str,
                     "reads": [
                         {
                             "after_batches": r["after_batches"],
+                            "batches_applied": r.get("batches_applied"),
                             "seconds": min(r["seconds"]),
                             "all_seconds": r["seconds"],
                             "files": r["files"],
@@ -457,7 +479,7 @@ def bench_layout(scale: Scale, machine: dict[str, Any], keep: bool) -> dict[str,
                     "keys": max(1_000, scale.layout_events // 5),
                 },
                 "modes": out,
-                "peak_rss_mib": run.peak_rss_mib,
+                "peak_mem_mib": run.peak_mem_mib,
                 "sessions": _sessions([preload, run]),
             }
     finally:
@@ -521,6 +543,12 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         contenders = results.get(figure, {}).get("contenders", {})
         product = contenders.get("product", {}).get("drain_s")
         naive = contenders.get("naive", {}).get("drain_s")
+        at_least = contenders.get("product", {}).get("drain_at_least_s")
+        if naive and not product and at_least:
+            return round(naive / at_least, 2), (
+                f"upper bound: product stopped at the time limit after {at_least} s of drain, "
+                f"naive {naive} s"
+            )
         if not (product and naive):
             return None, "not measured"
         return round(naive / product, 2), f"naive {naive} s / product {product} s"
@@ -566,18 +594,33 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             f"{idle.get('first_check_s')} s; pyspark imported: {idle.get('pyspark_imported')}; "
             f"would skip: {idle.get('would_skip')}",
         )
-        peak = contenders.get("product", {}).get("peak_rss_mib")
+        peak = contenders.get("product", {}).get("peak_mem_mib")
         add(
-            "W1 driver (JVM + Python) peak RSS <= 2 GiB",
+            "W1 driver (JVM + Python) peak memory <= 2 GiB",
             round(peak / GIB, 2) if peak else None,
             2.0,
             False,
-            f"{peak} MiB sampled every 0.2 s over the whole process tree",
+            f"{peak} MiB (PSS sum over the process tree, sampled every 0.5 s)",
         )
     return rows
 
 
 # -- main ----------------------------------------------------------------------------------
+
+
+def _stored(scale: Scale, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """W1/W2 results of an earlier run at this scale, for figures that need both."""
+    names = {"w1": "w1_throughput", "w2": "w2_throughput"}
+    out = {}
+    for key in sorted(wanted):
+        path = RESULTS_DIR / f"{names[key]}-{scale.name}.json"
+        if path.exists():
+            out[key] = json.loads(path.read_text())
+    return out
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _log(message: str) -> None:
@@ -594,6 +637,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # a stop (SIGTERM, or SIGINT even when started in the background) unwinds through the
+    # finally blocks: the running worker's process group and the broker are stopped
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupted)
     chosen = [b for b in (args.only.split(",") if args.only else BENCHMARKS) if b]
     unknown = set(chosen) - set(BENCHMARKS)
     if unknown:
@@ -645,8 +692,12 @@ def main(argv: list[str] | None = None) -> int:
         results[bench]["wall_s"] = round(time.monotonic() - bench_started, 1)
         _log(f"{bench} done in {results[bench]['wall_s']} s")
 
-    if "w1" in results and "w2" in results:
-        results["merge_scaling"] = merge_scaling(results["w1"], results["w2"])
+    stored = _stored(scale, {"w1", "w2"} - set(results))
+    if stored:
+        _log(f"derived figures also use stored results: {sorted(stored)}")
+    both = {**stored, **results}
+    if "w1" in both and "w2" in both:
+        results["merge_scaling"] = merge_scaling(both["w1"], both["w2"])
     if "w1" in results and results["w1"].get("idle"):
         results["idle_run"] = {"idle": results["w1"]["idle"]}
     sessions = [s for r in results.values() for s in r.get("sessions", [])]
@@ -654,8 +705,9 @@ def main(argv: list[str] | None = None) -> int:
         values = [s["session_s"] for s in sessions]
         results["session_start"] = {"samples": sessions, "session_s": _stats(values)}
     results["targets"] = {
-        "targets": targets(results),
+        "targets": targets(both),
         "failures": failures,
+        "sources": {k: both[k].get("written_at", "this run") for k in ("w1", "w2") if k in both},
         "total_wall_s": round(time.monotonic() - started, 1),
     }
 

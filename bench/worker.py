@@ -186,6 +186,7 @@ def task_layout(spec: dict[str, Any], out: Out) -> None:
     source = ArticleSource(seed=SEED, partitions=PARTITIONS, wrapper=False, body_bytes=BODY_BYTES)
     spark = _session(first, spec["name"], out)
     done_batches = 0
+    applied = dict.fromkeys(modes, 0)
     try:
         for target in spec["reads_after"]:
             records = (int(target) - done_batches) * batch
@@ -201,6 +202,7 @@ def task_layout(spec: dict[str, Any], out: Out) -> None:
                 batches = contenders.run_product(spark, settings)
                 for item in batches:
                     out("batch", mode=mode, **item)
+                applied[mode] += len(batches)
                 table = settings.qualified(settings.iceberg_table)
                 reads = []
                 for _ in range(int(spec.get("read_repeats", 2))):
@@ -211,6 +213,7 @@ def task_layout(spec: dict[str, Any], out: Out) -> None:
                     "read",
                     mode=mode,
                     after_batches=done_batches,
+                    batches_applied=applied[mode],
                     seconds=reads,
                     files=contenders.file_counts(spark, table),
                 )

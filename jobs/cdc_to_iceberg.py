@@ -229,7 +229,7 @@ class BatchWriter:
     def _scan(self, parsed: DataFrame, committed: dict[int, int]) -> _Scan:
         from pyspark.sql import functions as F
 
-        from jobs.iceberg_tables import row_fields_from_schema
+        from jobs.iceberg_tables import merge_declared, row_fields_from_schema
 
         fresh = _offset_filter(committed) if committed else F.lit(True)
         good = fresh & F.col("problem").isNull() & ~F.col("kafka_tombstone")
@@ -253,7 +253,7 @@ class BatchWriter:
         for row in rows:
             columns.update(row["cols"] or [])
             for schema_json in row["schemas"] or []:
-                declared.update(row_fields_from_schema(schema_json))
+                declared = merge_declared(declared, row_fields_from_schema(schema_json))
         return _Scan(
             first={int(r["partition"]): int(r["lo"]) for r in rows},
             seen_end={int(r["partition"]): int(r["hi"]) + 1 for r in rows},

@@ -174,6 +174,20 @@ def row_fields_from_schema(schema_json: str) -> dict[str, str | None]:
     return {}
 
 
+def merge_declared(
+    declared: dict[str, str | None], more: Mapping[str, str | None]
+) -> dict[str, str | None]:
+    """Combine the column types of several schema blocks of one batch: the widest wins."""
+    out = dict(declared)
+    for name, kind in more.items():
+        current = out.get(name)
+        if current is None or (current, kind) in SAFE_WIDENING:
+            out[name] = kind
+        elif kind is not None and kind != current and (kind, current) not in SAFE_WIDENING:
+            out[name] = kind  # a real conflict: plan_evolution reports it
+    return out
+
+
 def plan_evolution(
     table_columns: Mapping[str, str],
     seen_columns: Sequence[str],

@@ -67,3 +67,14 @@ def test_live_table_is_bucketed_merge_on_read() -> None:
     sql = create_live_sql("c.n.t", 16)
     assert "PARTITIONED BY (bucket(16, article_id))" in sql
     assert "'write.merge.mode'='merge-on-read'" in sql
+
+
+def test_schema_blocks_of_one_batch_combine_to_the_widest_type() -> None:
+    from jobs.iceberg_tables import merge_declared
+
+    combined = merge_declared({"word_count": "int", "score": "double"}, {"word_count": "bigint"})
+    assert combined == {"word_count": "bigint", "score": "double"}
+    assert merge_declared({"word_count": "bigint"}, {"word_count": "int"}) == {
+        "word_count": "bigint"
+    }
+    assert merge_declared({"n": "int"}, {"n": "boolean"}) == {"n": "boolean"}
