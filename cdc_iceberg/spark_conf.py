@@ -37,6 +37,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         f"{catalog}.type": "jdbc",
         f"{catalog}.uri": settings.jdbc_catalog_url,
         f"{catalog}.warehouse": settings.iceberg_warehouse,
+        # Every read of the table's progress must see the newest commit: the micro-batch
+        # runs in a cloned session with a catalog (and a table cache) of its own.
+        f"{catalog}.cache-enabled": "false",
         # Seed's session settings: adaptive execution with partition coalescing and Kryo.
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",

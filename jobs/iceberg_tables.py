@@ -35,7 +35,7 @@ SNAPSHOT_PROPERTY = "spark.sql.iceberg.snapshot-property."
 
 # Table layout: bucketing on the key lets MERGE touch only the buckets a batch
 # changes and join bucket to bucket; merge-on-read writes small delete files
-# instead of rewriting whole data files on every batch (figures in docs/layout.md).
+# instead of rewriting whole data files on every batch (see docs/layout.md).
 LIVE_TABLE_PROPERTIES = {
     "format-version": "2",
     "write.merge.mode": "merge-on-read",

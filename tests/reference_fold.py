@@ -127,7 +127,7 @@ def decode(record: Record, event_format: str = "envelope") -> tuple[str, Any]:
         source = body.get("source")
         if op in ("c", "u", "r", "d") and not isinstance(source, dict):
             return "dead", "no source"
-        source = source or {}
+        source = source if isinstance(source, dict) else {}
         ts, lsn = source.get("ts_ms"), source.get("lsn")
         row = body.get("before") if op == "d" else body.get("after")
     if op not in ("c", "u", "r", "d"):
