@@ -634,6 +634,11 @@ def main(argv: list[str] | None = None) -> int:
         size.add_argument(f"--{name}", dest="scale", action="store_const", const=name)
     parser.add_argument("--only", default="", help=f"comma list of {','.join(BENCHMARKS)}")
     parser.add_argument("--keep-scratch", action="store_true", help="keep bench/results/tmp")
+    parser.add_argument(
+        "--derived-only",
+        action="store_true",
+        help="run nothing: recompute merge_scaling and targets from stored W1/W2 results",
+    )
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -645,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(chosen) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}")
+    if args.derived_only:
+        chosen = []
     if not scale.sweep_batches:
         chosen = [b for b in chosen if b != "sweep"]
     if not scale.layout_reads_after:
@@ -705,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         values = [s["session_s"] for s in sessions]
         results["session_start"] = {"samples": sessions, "session_s": _stats(values)}
     results["targets"] = {
-        "targets": targets(both),
+        "targets": targets({**stored, **results}),
         "failures": failures,
         "sources": {k: both[k].get("written_at", "this run") for k in ("w1", "w2") if k in both},
         "total_wall_s": round(time.monotonic() - started, 1),
