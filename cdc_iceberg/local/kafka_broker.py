@@ -57,6 +57,8 @@ class KafkaBroker:
     extra_properties: dict[str, str] = field(default_factory=dict)
     listener_protocol: str = "PLAINTEXT"
     jvm_options: list[str] = field(default_factory=list)
+    # the port clients are told to connect to (e.g. a proxy in front of the broker)
+    advertised_port: int | None = None
 
     @property
     def controller_port(self) -> int:
@@ -82,7 +84,7 @@ class KafkaBroker:
             "listeners": (
                 f"BROKER://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}"
             ),
-            "advertised.listeners": f"BROKER://{self.host}:{self.port}",
+            "advertised.listeners": f"BROKER://{self.host}:{self.advertised_port or self.port}",
             "listener.security.protocol.map": (
                 f"BROKER:{self.listener_protocol},CONTROLLER:PLAINTEXT"
             ),
@@ -206,6 +208,39 @@ class KafkaBroker:
             os.kill(pid, signal.SIGKILL)
             time.sleep(0.2)
             _reap(pid)
+
+    def wait_exited(self, timeout: float = 30.0) -> None:
+        """Wait until the broker process is gone (reaped if it is our child)."""
+        pid = self.running_pid()
+        deadline = time.monotonic() + timeout
+        while pid is not None:
+            _reap(pid)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Kafka broker {pid} still running after {timeout}s")
+            time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+
+    def restart_after_kill(self, timeout: float = 90.0) -> None:
+        """kill -9 the broker, then start it again on the same data dir and port."""
+        self.kill()
+        self.wait_exited()
+        self.start(timeout)
+
+    def pause(self) -> None:
+        """SIGSTOP: the broker keeps its sockets but answers nothing (fault tests)."""
+        pid = self.running_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        pid = self.running_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
 
     def _java(
         self,
