@@ -1,0 +1,131 @@
+"""Running the real job for fault scenarios: spark-submit in a process group of its own.
+
+``start_job`` launches ``python -m cdc_iceberg.submit`` (what ``make drain``
+runs) in a new session, so the wrapper, the spark-submit JVM and the Python
+driver form one process group that ``kill_job`` can SIGKILL at once, the way
+a lost machine or an OOM killer ends a driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from cdc_iceberg.settings import PROJECT_ROOT, Settings
+from cdc_iceberg.spark_conf import spark_env
+
+
+@dataclass
+class Job:
+    process: subprocess.Popen[bytes]
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+    started: float
+
+    def output(self) -> tuple[str, str]:
+        texts = []
+        for handle in (self.stdout, self.stderr):
+            handle.flush()
+            handle.seek(0)
+            texts.append(handle.read().decode(errors="replace"))
+        return texts[0], texts[1]
+
+    def close(self) -> None:
+        self.stdout.close()
+        self.stderr.close()
+
+
+def job_env(settings: Settings, failpoint: str = "") -> dict[str, str]:
+    env = spark_env()
+    env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    env.update(settings.replace(failpoint=failpoint).to_env())
+    return env
+
+
+def start_job(settings: Settings, failpoint: str = "", args: list[str] | None = None) -> Job:
+    """spark-submit one drain in its own process group; output goes to temp files."""
+    stdout = tempfile.TemporaryFile()  # noqa: SIM115 (closed by Job.close)
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115
+    command = [sys.executable, "-m", "cdc_iceberg.submit"]
+    if args:
+        command += ["--", *args]
+    process = subprocess.Popen(
+        command,
+        env=job_env(settings, failpoint),
+        cwd=PROJECT_ROOT,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
+    return Job(process, stdout, stderr, time.monotonic())
+
+
+def kill_job(job: Job) -> None:
+    """SIGKILL every process of the job's group, then reap the wrapper."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(job.process.pid, signal.SIGKILL)
+    job.process.wait(timeout=60)
+    _wait_group_gone(job.process.pid)
+
+
+def _wait_group_gone(pgid: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    raise AssertionError(f"processes of group {pgid} outlived the job by {timeout}s")
+
+
+def wait_job(job: Job, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Wait for the job to end by itself (killed if it overruns ``timeout``)."""
+    try:
+        job.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_job(job)
+        out, err = job.output()
+        job.close()
+        raise AssertionError(f"job still running after {timeout}s: {err[-3000:]}") from None
+    _wait_group_gone(job.process.pid)
+    out, err = job.output()
+    job.close()
+    return subprocess.CompletedProcess(job.process.args, job.process.returncode, out, err)
+
+
+def run_job(
+    settings: Settings, failpoint: str = "", args: list[str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """spark-submit one drain and wait for it (output captured)."""
+    return wait_job(start_job(settings, failpoint, args), timeout)
+
+
+def batch_lines(stdout: str) -> list[dict[str, object]]:
+    """The per-batch JSON metrics lines a run printed."""
+    import json
+
+    out = []
+    for line in stdout.splitlines():
+        if line.startswith("{") and '"batch_id"' in line:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def checkpoint_root(settings: Settings) -> Path:
+    return Path(settings.checkpoint_location)
