@@ -24,9 +24,11 @@ import fcntl
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -538,9 +540,138 @@ def _read_text(spark: SparkSession, location: str) -> str | None:
 
 
 def checkpoint_exists(location: str) -> bool:
+    """Whether the drain can resume from this checkpoint.
+
+    A local checkpoint that Spark could not restart from (see
+    :func:`checkpoint_problem`) is set aside first (renamed, never deleted), so
+    the drain resumes from the offsets the table records, as for a lost one.
+    """
     if _is_local(location):
+        set_aside_corrupt_checkpoint(location)
         return (_local_path(location) / "offsets").is_dir()
     return True  # remote checkpoints: let Spark decide
+
+
+_VERSION_LINE = re.compile(r"^v[1-9][0-9]*$")
+
+
+def _batch_files(directory: Path) -> dict[int, Path]:
+    """``N`` files of a metadata log (Spark ignores temp, checksum and other names)."""
+    if not directory.is_dir():
+        return {}
+    return {int(p.name): p for p in directory.iterdir() if p.name.isdigit() and p.is_file()}
+
+
+def _checksum_problem(path: Path, data: bytes) -> str | None:
+    """Hadoop's local file system verifies ``.N.crc`` (CRC32 per chunk) on every read."""
+    crc = path.with_name(f".{path.name}.crc")
+    if not crc.is_file():
+        return None
+    raw = crc.read_bytes()
+    if len(raw) < 8 or raw[:4] != b"crc\x00":
+        return f"{crc.name} is not a checksum file"
+    chunk = int.from_bytes(raw[4:8], "big")
+    if chunk <= 0:
+        return f"{crc.name} is not a checksum file"
+    sums = [zlib.crc32(data[i : i + chunk]) for i in range(0, len(data), chunk)]
+    stored = [int.from_bytes(raw[8 + 4 * i : 12 + 4 * i], "big") for i in range(len(sums))]
+    if len(raw) != 8 + 4 * len(sums) or stored != sums:
+        return f"{path.name} does not match its checksum {crc.name}"
+    return None
+
+
+def _log_entry_problem(path: Path, kind: str) -> str | None:
+    """Why Spark could not read ``path`` (an offset or commit log entry), or None."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return f"{path.name} is unreadable ({error})"
+    problem = _checksum_problem(path, data)
+    if problem:
+        return problem
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"{path.name} is unreadable ({error})"
+    lines = [line for line in text.splitlines() if line.strip()]
+    need = 3 if kind == "offsets" else 2
+    if len(lines) < need or not _VERSION_LINE.match(lines[0].strip()):
+        return f"{path.name} is truncated or not an entry of the {kind} log"
+    for line in lines[1:]:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            return f"{path.name} is truncated or holds invalid JSON"
+        if not isinstance(value, dict):
+            return f"{path.name} holds {line[:40]!r}, not a JSON object"
+    return None
+
+
+def checkpoint_problem(location: str) -> str | None:
+    """Why Spark could not restart from a local checkpoint, or None when it can.
+
+    Checked: every entry of the offset and commit logs parses (and matches its
+    checksum), neither log has a hole, and the newest committed batch has its
+    offsets. Batches planned after the newest commit are left to
+    :func:`set_aside_uncommitted_batch`; temp and other stray files are
+    ignored, as Spark ignores them.
+    """
+    if not _is_local(location):
+        return None
+    root = _local_path(location)
+    offsets = _batch_files(root / "offsets")
+    commits = _batch_files(root / "commits")
+    if not offsets and not commits:
+        return None
+    last_commit = max(commits, default=-1)
+    planned = {n: p for n, p in offsets.items() if n <= last_commit}
+    for name, batches in (("offsets", planned), ("commits", commits)):
+        if batches and len(batches) != max(batches) - min(batches) + 1:
+            missing = sorted(set(range(min(batches), max(batches) + 1)) - set(batches))
+            return f"{name}/ misses batch {', '.join(map(str, missing[:5]))}"
+    if commits and last_commit not in offsets:
+        return f"commits/{last_commit} has no offsets/{last_commit}"
+    for name, batches in (("offsets", planned), ("commits", commits)):
+        for batch in sorted(batches):
+            problem = _log_entry_problem(batches[batch], name)
+            if problem:
+                return f"{name}/{problem}"
+    metadata = root / "metadata"
+    if metadata.is_file():
+        try:
+            if not isinstance(json.loads(metadata.read_text()), dict):
+                return "metadata is not a JSON object"
+        except (OSError, ValueError, UnicodeDecodeError):
+            return "metadata is truncated or holds invalid JSON"
+    return None
+
+
+def set_aside_corrupt_checkpoint(location: str) -> str | None:
+    """Rename a local checkpoint Spark could not restart from; return where it went.
+
+    Spark would fail on it at every start (a crash loop). Nothing in it is
+    needed: the table records what was applied and every batch is idempotent,
+    so the drain starts a fresh checkpoint from the table's offsets. The old
+    one is kept next to it, ``<name>.corrupt-<time>``, for inspection.
+    """
+    problem = checkpoint_problem(location)
+    if problem is None:
+        return None
+    root = _local_path(location)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = root.with_name(f"{root.name}.corrupt-{stamp}")
+    suffix = 1
+    while target.exists():
+        target = root.with_name(f"{root.name}.corrupt-{stamp}-{suffix}")
+        suffix += 1
+    root.rename(target)
+    log.error(
+        "checkpoint %s is corrupt (%s): moved to %s; resuming from the offsets the table records",
+        location,
+        problem,
+        target,
+    )
+    return str(target)
 
 
 class CheckpointLock:
@@ -658,13 +789,16 @@ def _checkpoint_offsets(location: str, topic: str) -> dict[int, int]:
     directory = _local_path(location) / "offsets"
     if not directory.is_dir():
         return {}
-    numbered = sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()), reverse=True)
-    for batch in numbered:
-        lines = [x for x in (directory / str(batch)).read_text().splitlines() if x.strip()]
+    for batch in sorted(_batch_files(directory), reverse=True):
+        try:
+            text = (directory / str(batch)).read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        lines = [x for x in text.splitlines() if x.strip()]
         for line in lines[2:]:
             try:
                 return kafka_offsets.from_spark_json(line, topic)
-            except ValueError:
+            except (ValueError, AttributeError, TypeError):
                 continue
     return {}
 

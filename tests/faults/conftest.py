@@ -8,7 +8,10 @@ start (so a failure is recorded under the right name) and again with counts::
     scenario_report(name="kill -9 driver", counts=counts)
 
 The result is the test's outcome unless given (``result="fail"`` forces a
-failure row). A scenario that fails is recorded as failed with its error. At
+failure row). A scenario that fails is recorded as failed with its error. A
+test that runs several cases records each under its own name and marks each
+one ``result="pass"`` once it has passed: when the test fails, only the cases
+not yet marked are recorded as failed. At
 the end of the session the rows of the scenarios that ran replace their old
 rows in ``docs/reliability.json``; the others keep their last known result.
 ``docs/reliability.md`` is rendered from that file.
@@ -172,7 +175,11 @@ def scenario_report(request: pytest.FixtureRequest) -> Iterator[Callable[..., No
     duration = call.duration if call is not None else time.monotonic() - started
     for name, entry in entries.items():
         forced = entry.pop("forced", None)
-        result = "fail" if failed else (forced or "pass")
+        # a test that checks several cases marks those that passed with result="pass":
+        # a failure then fails only the case that was running
+        result = forced or "pass"
+        if failed and forced != "pass":
+            result = "fail"
         if call is not None and call.skipped and not failed:
             result = "xfail" if hasattr(call, "wasxfail") else "skipped"
         _RESULTS[name] = {

@@ -38,6 +38,15 @@ class Job:
             texts.append(handle.read().decode(errors="replace"))
         return texts[0], texts[1]
 
+    def batches_done(self) -> int:
+        """Batches the driver has reported so far (read without moving the file)."""
+        fd = self.stdout.fileno()
+        text = os.pread(fd, os.fstat(fd).st_size, 0)
+        return text.count(b'"event": "cdc_batch"')
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
     def close(self) -> None:
         self.stdout.close()
         self.stderr.close()
@@ -125,6 +134,23 @@ def batch_lines(stdout: str) -> list[dict[str, object]]:
             except ValueError:
                 continue
     return out
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Pids of live processes (other than this one) started with ``key=value``."""
+    wanted = f"{key}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and wanted in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def checkpoint_root(settings: Settings) -> Path:
