@@ -45,6 +45,21 @@ METADATA_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 SEQUENCE = tuple(name for name, _ in SEQUENCE_COLUMNS)
+
+# How changes of one key are ordered (CDC_SEQUENCE). The same four columns,
+# compared as one tuple, in one of two orders:
+# * "ts_ms" (default): commit time first, LSN breaks ties. Right for any
+#   source whose ts_ms is its commit time.
+# * "lsn": WAL position first. Exact for Postgres, including the initial
+#   snapshot: Debezium stamps snapshot reads (op r) with the time it read them,
+#   which can be later than a change committed while the snapshot ran, but
+#   their LSN is the snapshot's start, older than any change streamed after it.
+SEQUENCE_ORDERS: dict[str, tuple[str, ...]] = {
+    "ts_ms": SEQUENCE,
+    "lsn": ("lsn", "ts_ms", "kafka_partition", "kafka_offset"),
+}
+# table property recording the order a table was built with
+SEQUENCE_PROPERTY = "cdc.sequence-order"
 RESERVED = {name for name, _ in METADATA_COLUMNS}
 
 DLQ_COLUMNS: tuple[tuple[str, str], ...] = (

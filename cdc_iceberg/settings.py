@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
+from cdc_iceberg.schema import SEQUENCE_ORDERS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 EventFormat = Literal["envelope", "flattened"]
@@ -49,6 +51,7 @@ class Settings:
     pipeline_id: str = ""
     event_format: EventFormat = "envelope"
     truncate_policy: TruncatePolicy = "dead-letter"
+    sequence_order: str = "ts_ms"
     tombstone_retention_hours: int = 24 * 7
     spark_master: str = "local[*]"
     spark_shuffle_partitions: int = 4
@@ -87,6 +90,11 @@ class Settings:
             raise SettingsError(
                 f"CDC_TRUNCATE_POLICY={self.truncate_policy!r}: expected 'dead-letter' or 'clear'"
             )
+        if self.sequence_order not in SEQUENCE_ORDERS:
+            raise SettingsError(
+                f"CDC_SEQUENCE={self.sequence_order!r}: expected one of "
+                f"{', '.join(sorted(SEQUENCE_ORDERS))}"
+            )
         if self.max_offsets_per_trigger is not None and self.max_offsets_per_trigger <= 0:
             raise SettingsError("MAX_OFFSETS_PER_TRIGGER must be a positive number of records")
         scheme = urlparse(self.iceberg_catalog_uri).scheme
@@ -97,6 +105,11 @@ class Settings:
             )
 
     # -- derived values -------------------------------------------------
+
+    @property
+    def sequence(self) -> tuple[str, ...]:
+        """The sequence columns in the order they are compared (CDC_SEQUENCE)."""
+        return SEQUENCE_ORDERS[self.sequence_order]
 
     @property
     def tombstone_table(self) -> str:
@@ -193,6 +206,7 @@ _RENAMED = {
     "PIPELINE_ID": "CDC_PIPELINE_ID",
     "EVENT_FORMAT": "CDC_EVENT_FORMAT",
     "TRUNCATE_POLICY": "CDC_TRUNCATE_POLICY",
+    "SEQUENCE_ORDER": "CDC_SEQUENCE",
     "TOMBSTONE_RETENTION_HOURS": "CDC_TOMBSTONE_RETENTION_HOURS",
     "JARS_DIR": "CDC_JARS_DIR",
     "FAILPOINT": "CDC_FAILPOINT",

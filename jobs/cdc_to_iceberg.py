@@ -36,7 +36,7 @@ from urllib.parse import urlparse
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.schema import (
-    SEQUENCE,
+    RESERVED,
     SOURCE_KEY,
     SUMMARY_BATCH,
     SUMMARY_METRICS,
@@ -160,7 +160,7 @@ def _offset_filter(committed: dict[int, int]) -> Any:
 
 @dataclass
 class _Scan:
-    """What one pass over a parsed batch tells the driver."""
+    """What the one pass over a typed batch tells the driver."""
 
     first: dict[int, int]
     seen_end: dict[int, int]
@@ -169,14 +169,25 @@ class _Scan:
     tombstones: int
     columns_seen: list[str]
     declared: dict[str, str | None]
+    dead: int
+    valid: int
+    deletes: int
+    truncates: int
+    truncate_seq: tuple[Any, ...] | None
+    toast: int
+    keys: int
 
 
 class BatchWriter:
     """``foreachBatch`` function applying one micro-batch to the Iceberg tables.
 
-    Spark jobs per batch: one scan (offsets, counts, columns seen), one count of
-    dead letters and changes, one collapse, then the MERGEs. Everything else is
-    decided on the driver.
+    Spark jobs per batch: one pass over the typed batch (offsets, counts, columns
+    and schemas seen, distinct keys), then one MERGE per table that has
+    something to change. A batch that changes the schema is typed and counted
+    again after the change. Everything else is decided on the driver.
+
+    The consumer group gets a batch's end offsets once Spark has committed the
+    batch to its checkpoint: when the next batch starts, or when the drain ends.
     """
 
     def __init__(
@@ -198,11 +209,16 @@ class BatchWriter:
         # where this run starts reading partitions the table has no offsets for
         self.initial_offsets: dict[int, int] = {}
         self.history: list[BatchMetrics] = []
+        # batch id whose end offsets await Spark's checkpoint commit
+        self.unconfirmed: int | None = None
+        self.group_offsets: dict[int, int] = {}
 
     # Spark calls this for every micro-batch
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         global STEPS
         STEPS = _Steps()
+        # Spark plans batch N only after committing batch N-1 to its checkpoint
+        self.confirm_checkpointed()
         started = time.monotonic()
         metrics = BatchMetrics(self.settings.pipeline_id, batch_id)
         # temp views and snapshot properties live in the batch's own session
@@ -216,7 +232,17 @@ class BatchWriter:
         metrics.duration_s = round(time.monotonic() - started, 3)
         log.debug("batch %s steps %s", batch_id, STEPS.summary())
         self.history.append(metrics)
+        self.unconfirmed = batch_id
         print(metrics.as_json(), flush=True)
+
+    def confirm_checkpointed(self) -> None:
+        """The last batch is in Spark's checkpoint: commit the table's offsets to the group."""
+        if self.unconfirmed is None:
+            return
+        batch_id, self.unconfirmed = self.unconfirmed, None
+        failpoint(self.settings, "after_checkpoint_commit", batch_id)
+        self._commit_group()
+        failpoint(self.settings, "after_group_commit", batch_id)
 
     def _end_offsets(self, batch_id: int, seen: dict[int, int]) -> dict[int, int]:
         """The batch's end offsets from Spark's offset log (exact, transactions included)."""
@@ -228,49 +254,110 @@ class BatchWriter:
             end = {p: min(o, self.stop_offsets.get(p, o)) for p, o in end.items()}
         return end
 
-    def _scan(self, parsed: DataFrame, committed: dict[int, int]) -> _Scan:
+    def _dead_condition(self) -> Any:
         from pyspark.sql import functions as F
 
+        if self.settings.truncate_policy == "clear":
+            return F.col("problem").isNotNull() & ~_is_truncate()
+        return F.col("problem").isNotNull()
+
+    def _type(
+        self,
+        parsed: DataFrame,
+        committed: dict[int, int],
+        columns: list[tuple[str, str]],
+        incompatible: dict[str, str],
+    ) -> DataFrame:
+        """Every record of the batch projected on the table's columns, marked fresh or not."""
+        from pyspark.sql import functions as F
+
+        from jobs import transforms
+
+        frame = parsed.withColumn("parse_problem", F.col("problem")).withColumn(
+            "fresh", (_offset_filter(committed) if committed else F.lit(True))
+        )
+        if incompatible:
+            reason = F.lit(None).cast("string")
+            for name, text in incompatible.items():
+                reason = F.when(F.map_contains_key(F.col("row"), name), F.lit(text)).otherwise(
+                    reason
+                )
+            frame = frame.withColumn("problem", F.coalesce(F.col("problem"), reason))
+        keep = ("row", "schema_json", "kafka_tombstone", "parse_problem", "fresh")
+        return transforms.type_columns(frame, columns, keep=keep)
+
+    def _scan(self, typed: DataFrame) -> _Scan:
+        from pyspark.sql import functions as F
+
+        from jobs import transforms
         from jobs.iceberg_tables import merge_declared, row_fields_from_schema
 
-        fresh = _offset_filter(committed) if committed else F.lit(True)
-        good = fresh & F.col("problem").isNull() & ~F.col("kafka_tombstone")
+        order = self.settings.sequence
+        fresh = F.col("fresh")
+        change = fresh & ~F.col("kafka_tombstone")
+        # a record whose JSON parsed names columns and types, even if a value misfits
+        discover = change & F.col("parse_problem").isNull()
+        valid = change & F.col("problem").isNull()
+
+        def total(condition: Any) -> Any:
+            return F.sum(condition.cast("int"))
+
         rows = (
-            parsed.groupBy("partition")
+            typed.rollup("partition")
             .agg(
+                F.grouping("partition").alias("_all"),
                 F.min("offset").alias("lo"),
                 F.max("offset").alias("hi"),
                 F.count("*").alias("n"),
-                F.sum(fresh.cast("int")).alias("fresh"),
-                F.sum((fresh & F.col("kafka_tombstone")).cast("int")).alias("tomb"),
-                F.array_distinct(F.flatten(F.collect_set(F.when(good, F.map_keys("row"))))).alias(
-                    "cols"
+                total(fresh).alias("fresh"),
+                total(fresh & F.col("kafka_tombstone")).alias("tomb"),
+                F.array_distinct(
+                    F.flatten(F.collect_set(F.when(discover, F.map_keys("row"))))
+                ).alias("cols"),
+                F.collect_set(F.when(discover, F.col("schema_json"))).alias("schemas"),
+                total(change & self._dead_condition()).alias("dead"),
+                total(valid).alias("valid"),
+                total(valid & (F.col("cdc_op") == "d")).alias("deletes"),
+                total(change & _is_truncate()).alias("truncates"),
+                F.max(F.when(change & _is_truncate(), transforms.sequence(order=order))).alias(
+                    "truncate_seq"
                 ),
-                F.collect_set(F.when(good, F.col("schema_json"))).alias("schemas"),
+                total(valid & (F.size("unavailable") > 0)).alias("toast"),
+                F.count_distinct(F.when(valid, F.col(SOURCE_KEY))).alias("keys"),
             )
             .collect()
         )
+        parts = [r for r in rows if not r["_all"]]
+        every = next((r for r in rows if r["_all"]), None)
         declared: dict[str, str | None] = {}
-        columns: set[str] = set()
-        for row in rows:
-            columns.update(row["cols"] or [])
-            for schema_json in row["schemas"] or []:
-                declared = merge_declared(declared, row_fields_from_schema(schema_json))
+        for schema_json in (every["schemas"] if every else None) or []:
+            declared = merge_declared(declared, row_fields_from_schema(schema_json))
+
+        def whole(name: str) -> int:
+            return int(every[name] or 0) if every else 0
+
         return _Scan(
-            first={int(r["partition"]): int(r["lo"]) for r in rows},
-            seen_end={int(r["partition"]): int(r["hi"]) + 1 for r in rows},
-            total=sum(int(r["n"]) for r in rows),
-            fresh=sum(int(r["fresh"] or 0) for r in rows),
-            tombstones=sum(int(r["tomb"] or 0) for r in rows),
-            columns_seen=sorted(columns),
+            first={int(r["partition"]): int(r["lo"]) for r in parts},
+            seen_end={int(r["partition"]): int(r["hi"]) + 1 for r in parts},
+            total=whole("n"),
+            fresh=whole("fresh"),
+            tombstones=whole("tomb"),
+            columns_seen=sorted((every["cols"] if every else None) or []),
             declared=declared,
+            dead=whole("dead"),
+            valid=whole("valid"),
+            deletes=whole("deletes"),
+            truncates=whole("truncates"),
+            truncate_seq=tuple(every["truncate_seq"])
+            if every and every["truncate_seq"] is not None
+            else None,
+            toast=whole("toast"),
+            keys=whole("keys"),
         )
 
     def _apply(
         self, batch: DataFrame, batch_id: int, metrics: BatchMetrics, cached: list[DataFrame]
     ) -> None:
-        from pyspark.sql import functions as F
-
         from jobs import transforms
         from jobs.iceberg_tables import plan_evolution
 
@@ -278,10 +365,14 @@ class BatchWriter:
         tables = self.tables
         if self.stop_offsets:
             batch = batch.where(_before_stop(self.stop_offsets))
-        parsed = transforms.parse_events(batch, settings.event_format).persist()
-        cached.append(parsed)
+        parsed = transforms.parse_events(batch, settings.event_format)
         committed = dict(self.progress)
-        scan = self._scan(parsed, committed)
+        table_columns = tables.columns()
+        columns = [(n, t) for n, t in table_columns.items() if n not in RESERVED]
+        # typed with the table's columns as they are: right unless the batch changes them
+        typed = self._type(parsed, committed, columns, {}).persist()
+        cached.append(typed)
+        scan = self._scan(typed)
         STEPS.mark("scan")
         end = self._end_offsets(batch_id, scan.seen_end)
         if not end:
@@ -295,40 +386,35 @@ class BatchWriter:
         if kafka_offsets.covers(committed, end) or not metrics.offsets:
             metrics.skipped = True
             log.warning("batch %s is already in the table (replay): skipped", batch_id)
-            self._commit_group()
             return
         metrics.events_in = scan.fresh
         metrics.kafka_tombstones = scan.tombstones
 
         # schema evolution, decided on the driver from the columns the batch carries
-        add, widen, incompatible = plan_evolution(
-            tables.columns(), scan.columns_seen, scan.declared
-        )
+        add, widen, incompatible = plan_evolution(table_columns, scan.columns_seen, scan.declared)
         if (add or widen) and not self.dry_run:
             tables.apply_evolution(add, widen)
         metrics.schema_changes = [f"add {n} {t}" for n, t in add] + [
             f"widen {n} to {t}" for n, t in widen
         ]
-        columns = tables.data_columns()
-        if self.dry_run:
-            columns += [c for c in add if c[0] not in dict(columns)]
-        fresh = parsed.where(~F.col("kafka_tombstone"))
-        if committed:
-            fresh = fresh.where(_offset_filter(committed))
-        if incompatible:
-            reason = F.lit(None).cast("string")
-            for name, text in incompatible.items():
-                reason = F.when(F.map_contains_key(F.col("row"), name), F.lit(text)).otherwise(
-                    reason
-                )
-            fresh = fresh.withColumn("problem", F.coalesce(F.col("problem"), reason))
-        typed = transforms.type_columns(fresh, columns).persist()
-        cached.append(typed)
-        self._write(typed, batch_id, metrics, start, end, [n for n, _ in columns], cached)
+        if add or widen or incompatible:
+            if self.dry_run:  # the table is left as it is: type as if it had changed
+                widened = dict(widen)
+                columns = [(n, widened.get(n, t)) for n, t in columns]
+                columns += [c for c in add if c[0] not in dict(columns)]
+            else:
+                columns = tables.data_columns()
+            retyped = self._type(parsed, committed, columns, incompatible).persist()
+            cached.append(retyped)
+            typed = retyped
+            scan = self._scan(typed)
+            STEPS.mark("rescan")
+        self._write(typed, scan, batch_id, metrics, start, end, [n for n, _ in columns], cached)
 
     def _write(
         self,
         typed: DataFrame,
+        scan: _Scan,
         batch_id: int,
         metrics: BatchMetrics,
         start: dict[int, int],
@@ -339,38 +425,34 @@ class BatchWriter:
         from pyspark.sql import functions as F
 
         from jobs import transforms
-        from jobs.iceberg_tables import merge_dlq_sql, merge_live_sql, merge_tombstones_sql
+        from jobs.iceberg_tables import (
+            live_source_sql,
+            merge_dlq_sql,
+            merge_live_sql,
+            merge_tombstones_sql,
+        )
 
         settings = self.settings
         tables = self.tables
-        clear = settings.truncate_policy == "clear"
-        is_truncate = (F.col("cdc_op") == "t") & F.col("problem").startswith("truncate event")
-        dead_condition = (
-            F.col("problem").isNotNull() & ~is_truncate if clear else F.col("problem").isNotNull()
-        )
-        counts = typed.agg(
-            F.sum(dead_condition.cast("int")).alias("dead"),
-            F.sum(F.col("problem").isNull().cast("int")).alias("valid"),
-            F.sum((F.col("problem").isNull() & (F.col("cdc_op") == "d")).cast("int")).alias(
-                "deletes"
-            ),
-            F.sum(is_truncate.cast("int")).alias("truncates"),
-            F.max(F.when(is_truncate, transforms.sequence())).alias("truncate_seq"),
-        ).collect()[0]
-        STEPS.mark("count")
-        metrics.dead_lettered = int(counts["dead"] or 0)
-        valid_count = int(counts["valid"] or 0)
-        valid = typed.where(F.col("problem").isNull())
+        order = settings.sequence
+        change = F.col("fresh") & ~F.col("kafka_tombstone")
+        metrics.dead_lettered = scan.dead
+        valid = typed.where(change & F.col("problem").isNull())
+        key_count = scan.keys
         truncate_seq = None
-        if clear and counts["truncate_seq"] is not None:
-            truncate_seq = tuple(counts["truncate_seq"])
-            metrics.truncated = int(counts["truncates"])
-            valid = valid.where(transforms.sequence() > F.struct(*[F.lit(v) for v in truncate_seq]))
-        collapsed = transforms.collapse_newest(valid, data_columns).persist()
-        cached.append(collapsed)
-        key_count = collapsed.count() if valid_count else 0
-        metrics.collapsed_in_batch = valid_count - key_count
-        STEPS.mark("collapse")
+        if settings.truncate_policy == "clear" and scan.truncate_seq is not None:
+            truncate_seq = scan.truncate_seq
+            metrics.truncated = scan.truncates
+            valid = valid.where(
+                transforms.sequence(order=order) > F.struct(*[F.lit(v) for v in truncate_seq])
+            )
+        collapsed = transforms.collapse_newest(valid, data_columns, order)
+        if scan.deletes:
+            collapsed = collapsed.persist()  # read by both MERGEs
+            cached.append(collapsed)
+        if truncate_seq is not None:
+            key_count = collapsed.count()
+        metrics.collapsed_in_batch = scan.valid - key_count
         if self.dry_run:
             metrics.stale = key_count
             return
@@ -391,7 +473,7 @@ class BatchWriter:
         before_snapshot = tables.current_snapshot_id()
         try:
             if metrics.dead_lettered:
-                dead_rows = typed.where(dead_condition).select(
+                dead_rows = typed.where(change & self._dead_condition()).select(
                     F.lit(settings.pipeline_id).alias("pipeline_id"),
                     "topic",
                     "kafka_partition",
@@ -404,35 +486,27 @@ class BatchWriter:
                     F.current_timestamp().alias("dead_lettered_at"),
                 )
                 dead_rows.createOrReplaceTempView("cdc_dead_letters")
-                tables.run(merge_dlq_sql(tables.dlq, "cdc_dead_letters"))
+                tables.run_retrying(merge_dlq_sql(tables.dlq, "cdc_dead_letters"))
                 STEPS.mark("merge-dlq")
             if truncate_seq is not None:
                 self._clear_before(truncate_seq)
-            if counts["deletes"]:
+            collapsed.createOrReplaceTempView("cdc_collapsed")
+            if scan.deletes:
                 # deletes are remembered first: a crash before the live MERGE replays both
-                collapsed.where(F.col("cdc_op") == "d").createOrReplaceTempView("cdc_deletes")
-                tables.run(merge_tombstones_sql(tables.tombstones, "cdc_deletes"))
-                STEPS.mark("merge-tombstones")
-            applicable = collapsed
-            if tables.record_count(tables.tombstones):
-                tomb = self.spark.table(tables.tombstones)
-                applicable = (
-                    collapsed.alias("s")
-                    .join(
-                        tomb.alias("x"),
-                        F.col(f"s.{SOURCE_KEY}") == F.col(f"x.{SOURCE_KEY}"),
-                        "left",
+                tables.run_retrying(
+                    merge_tombstones_sql(
+                        tables.tombstones,
+                        "(SELECT * FROM cdc_collapsed WHERE cdc_op = 'd')",
+                        order,
                     )
-                    .where(
-                        (F.col("s.cdc_op") == "d")
-                        | F.col(f"x.{SOURCE_KEY}").isNull()
-                        | (transforms.sequence("s.") > transforms.sequence("x."))
-                    )
-                    .select("s.*")
                 )
+                STEPS.mark("merge-tombstones")
             if key_count:
-                applicable.createOrReplaceTempView("cdc_applicable")
-                tables.run(merge_live_sql(tables.live, "cdc_applicable", data_columns))
+                remembered = tables.tombstones if tables.record_count(tables.tombstones) else None
+                source = live_source_sql("cdc_collapsed", remembered, order)
+                tables.run_retrying(
+                    merge_live_sql(tables.live, source, data_columns, order, toast=bool(scan.toast))
+                )
                 STEPS.mark("merge-live")
             after_snapshot = tables.current_snapshot_id()
             if after_snapshot == before_snapshot:
@@ -448,9 +522,6 @@ class BatchWriter:
         metrics.stale = key_count - metrics.inserted - metrics.updated - metrics.deleted
         self.progress = merged_end
         failpoint(settings, "after_iceberg_commit", batch_id)
-        self._commit_group()
-        STEPS.mark("group-commit")
-        failpoint(settings, "after_group_commit", batch_id)
 
     def _pre_metrics(self, metrics: BatchMetrics) -> dict[str, Any]:
         return {
@@ -468,21 +539,29 @@ class BatchWriter:
         from jobs.iceberg_tables import merge_tombstones_sql
 
         tables = self.tables
+        order = self.settings.sequence
         literals = [str(int(v)) for v in truncate_seq]
-        as_columns = ", ".join(f"{v} AS {n}" for v, n in zip(literals, SEQUENCE, strict=True))
+        as_columns = ", ".join(f"{v} AS {n}" for v, n in zip(literals, order, strict=True))
         self.spark.sql(
             f"SELECT {SOURCE_KEY}, {as_columns}, 'd' AS cdc_op FROM {tables.live}"
         ).createOrReplaceTempView("cdc_truncated")
-        tables.run(merge_tombstones_sql(tables.tombstones, "cdc_truncated"))
-        tables.run(
-            f"DELETE FROM {tables.live} WHERE struct({', '.join(SEQUENCE)}) "
+        tables.run_retrying(merge_tombstones_sql(tables.tombstones, "cdc_truncated", order))
+        tables.run_retrying(
+            f"DELETE FROM {tables.live} WHERE struct({', '.join(order)}) "
             f"< struct({', '.join(literals)})"
         )
 
     def _commit_group(self) -> None:
-        if self.dry_run or not self.progress:
+        if self.dry_run or not self.progress or self.group_offsets == self.progress:
             return
         kafka_offsets.commit_group_offsets(self.settings, self.progress)
+        self.group_offsets = dict(self.progress)
+
+
+def _is_truncate() -> Any:
+    from pyspark.sql import functions as F
+
+    return (F.col("cdc_op") == "t") & F.col("problem").startswith("truncate event")
 
 
 def _before_stop(stop: dict[int, int]) -> Any:
@@ -874,6 +953,8 @@ def drain(
         start_json = kafka_offsets.to_spark_json(settings.kafka_topic, start)
         writer = BatchWriter(spark, settings, tables, checkpoint, dry_run, stop_offsets)
         writer.initial_offsets = start
+        if table_offsets and not dry_run:
+            writer.group_offsets = dict(table_offsets)
         reader = (
             spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
@@ -905,6 +986,8 @@ def drain(
                     f"{RESET_HINT}"
                 ) from error
             raise
+        # awaitTermination returns after Spark committed the last batch to the checkpoint
+        writer.confirm_checkpointed()
         return DrainResult(writer.history, writer.progress)
 
 

@@ -49,7 +49,7 @@ def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours
     )
     spark.sql(
         f"SELECT x.{SOURCE_KEY} FROM {tables.tombstones} x JOIN {tables.live} l "
-        f"ON x.{SOURCE_KEY} = l.{SOURCE_KEY} WHERE {seq_newer('l', 'x')}"
+        f"ON x.{SOURCE_KEY} = l.{SOURCE_KEY} WHERE {seq_newer('l', 'x', tables.settings.sequence)}"
     ).createOrReplaceTempView("cdc_superseded")
     spark.sql(
         f"MERGE INTO {tables.tombstones} t USING cdc_superseded s "

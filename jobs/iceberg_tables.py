@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from cdc_iceberg.schema import (
     RESERVED,
     SAFE_WIDENING,
     SEQUENCE,
+    SEQUENCE_PROPERTY,
     SOURCE_COLUMNS,
     SOURCE_KEY,
     SUMMARY_OFFSETS,
@@ -33,6 +35,24 @@ log = logging.getLogger("cdc_to_iceberg")
 
 SNAPSHOT_PROPERTY = "spark.sql.iceberg.snapshot-property."
 
+# Exceptions of a commit that lost a race with another writer of the table
+# (maintenance rewriting files, a second job). Iceberg retries plain commit
+# races itself (commit.retry.num-retries); these need the whole statement
+# planned again on the new snapshot, which the sequence guard makes safe.
+CONFLICTS = (
+    "ValidationException",
+    "CommitFailedException",
+    "CommitStateUnknownException",
+    "conflicting files",
+    "Cannot commit",
+)
+CONFLICT_RETRIES = 5
+
+
+class SequenceOrderMismatch(RuntimeError):
+    """The table was built with another CDC_SEQUENCE than this run's."""
+
+
 # Table layout: bucketing on the key lets MERGE touch only the buckets a batch
 # changes and join bucket to bucket; merge-on-read writes small delete files
 # instead of rewriting whole data files on every batch (see docs/layout.md).
@@ -48,10 +68,10 @@ LIVE_TABLE_PROPERTIES = {
 }
 
 
-def seq_newer(left: str, right: str) -> str:
+def seq_newer(left: str, right: str, order: Sequence[str] = SEQUENCE) -> str:
     """SQL: ``left``'s sequence tuple is strictly newer than ``right``'s."""
-    lhs = ", ".join(f"{left}.{c}" for c in SEQUENCE)
-    rhs = ", ".join(f"{right}.{c}" for c in SEQUENCE)
+    lhs = ", ".join(f"{left}.{c}" for c in order)
+    rhs = ", ".join(f"{right}.{c}" for c in order)
     return f"struct({lhs}) > struct({rhs})"
 
 
@@ -83,19 +103,48 @@ def create_dlq_sql(table: str) -> str:
     )
 
 
-def merge_live_sql(table: str, source: str, data_columns: Sequence[str]) -> str:
-    """Apply the collapsed changes: newer wins, deletes delete, TOAST keeps stored values."""
+def live_source_sql(source: str, tombstones: str | None, order: Sequence[str] = SEQUENCE) -> str:
+    """The changes a MERGE may apply: those no remembered delete of the same key outdates.
+
+    A delete always passes (the tombstone MERGE already kept the newest one).
+    The tombstone table is named in SQL rather than joined as a DataFrame, so
+    Spark plans it like any table of the statement, copy-on-write included.
+    """
+    if tombstones is None:
+        return source
+    return (
+        f"(SELECT s.* FROM {source} s LEFT ANTI JOIN {tombstones} x "
+        f"ON s.{SOURCE_KEY} = x.{SOURCE_KEY} AND s.cdc_op <> 'd' "
+        f"AND NOT ({seq_newer('s', 'x', order)}))"
+    )
+
+
+def merge_live_sql(
+    table: str,
+    source: str,
+    data_columns: Sequence[str],
+    order: Sequence[str] = SEQUENCE,
+    toast: bool = True,
+) -> str:
+    """Apply the collapsed changes: newer wins, deletes delete, TOAST keeps stored values.
+
+    ``toast=False`` when no change of the batch has an unavailable column: the
+    update then reads nothing but the key and the sequence of the target rows.
+    """
     non_key = [c for c in data_columns if c != SOURCE_KEY]
-    updates = [
-        f"`{c}` = CASE WHEN array_contains(s.unavailable, '{c}') THEN t.`{c}` ELSE s.`{c}` END"
-        for c in non_key
-    ]
+    if toast:
+        updates = [
+            f"`{c}` = CASE WHEN array_contains(s.unavailable, '{c}') THEN t.`{c}` ELSE s.`{c}` END"
+            for c in non_key
+        ]
+    else:
+        updates = [f"`{c}` = s.`{c}`" for c in non_key]
     updates += [f"`{c}` = s.`{c}`" for c in (*SEQUENCE, "cdc_op")]
     updates.append("ingested_at = current_timestamp()")
     insert_cols = [*data_columns, *SEQUENCE, "cdc_op", "ingested_at"]
     insert_vals = [f"s.`{c}`" for c in (*data_columns, *SEQUENCE, "cdc_op")]
     insert_vals.append("current_timestamp()")
-    newer = seq_newer("s", "t")
+    newer = seq_newer("s", "t", order)
     return (
         f"MERGE INTO {table} t USING {source} s ON t.{SOURCE_KEY} = s.{SOURCE_KEY} "
         f"WHEN MATCHED AND s.cdc_op = 'd' AND {newer} THEN DELETE "
@@ -105,9 +154,9 @@ def merge_live_sql(table: str, source: str, data_columns: Sequence[str]) -> str:
     )
 
 
-def merge_tombstones_sql(table: str, source: str) -> str:
+def merge_tombstones_sql(table: str, source: str, order: Sequence[str] = SEQUENCE) -> str:
     """Remember deletes with their sequence; forget them when the key comes back newer."""
-    newer = seq_newer("s", "t")
+    newer = seq_newer("s", "t", order)
     seq_set = ", ".join(f"{c} = s.{c}" for c in SEQUENCE)
     cols = ", ".join((SOURCE_KEY, *SEQUENCE, "deleted_at"))
     vals = ", ".join((*(f"s.{c}" for c in (SOURCE_KEY, *SEQUENCE)), "current_timestamp()"))
@@ -250,6 +299,21 @@ class IcebergTables:
         self.spark.sql(create_live_sql(self.live, self.buckets))
         self.spark.sql(create_tombstones_sql(self.tombstones, self.buckets))
         self.spark.sql(create_dlq_sql(self.dlq))
+        self._check_sequence_order()
+
+    def _check_sequence_order(self) -> None:
+        """Record CDC_SEQUENCE on the table once; refuse to mix two orders on one table."""
+        wanted = self.settings.sequence_order
+        recorded = self.java_table().properties().get(SEQUENCE_PROPERTY)
+        if recorded is None:
+            self.spark.sql(
+                f"ALTER TABLE {self.live} SET TBLPROPERTIES ('{SEQUENCE_PROPERTY}'='{wanted}')"
+            )
+        elif str(recorded) != wanted:
+            raise SequenceOrderMismatch(
+                f"{self.live} orders changes by {recorded!r} but CDC_SEQUENCE is {wanted!r}; "
+                "set CDC_SEQUENCE back, or rebuild the table (cdc_reset, scope 'full-rebuild')"
+            )
 
     def columns(self, table: str | None = None) -> dict[str, str]:
         """Column name -> Spark SQL type name of a table, in order."""
@@ -331,3 +395,23 @@ class IcebergTables:
 
     def run(self, statement: str) -> DataFrame:
         return self.spark.sql(statement)
+
+    def run_retrying(self, statement: str, retries: int = CONFLICT_RETRIES) -> None:
+        """Run a MERGE again when its commit conflicts with another writer's commit."""
+        for attempt in range(retries + 1):
+            try:
+                self.spark.sql(statement)
+                return
+            except Exception as error:
+                text = str(error)
+                if attempt == retries or not any(c in text for c in CONFLICTS):
+                    raise
+                wait = min(0.5 * 2**attempt, 8.0)
+                log.warning(
+                    "commit conflict (%s); planning the statement again in %.1f s (%d of %d)",
+                    text.splitlines()[0][:300],
+                    wait,
+                    attempt + 1,
+                    retries,
+                )
+                time.sleep(wait)

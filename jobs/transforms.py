@@ -138,7 +138,9 @@ def _typed(raw: Column, spark_type: str) -> Column:
     return raw.try_cast(spark_type)
 
 
-def type_columns(parsed: DataFrame, columns: Sequence[tuple[str, str]]) -> DataFrame:
+def type_columns(
+    parsed: DataFrame, columns: Sequence[tuple[str, str]], keep: Sequence[str] = ()
+) -> DataFrame:
     """Project ``row`` onto the table's columns with their types.
 
     A value that does not fit its column becomes a ``problem``. A value equal to
@@ -185,22 +187,25 @@ def type_columns(parsed: DataFrame, columns: Sequence[tuple[str, str]]) -> DataF
         if unavailable
         else F.array().cast("array<string>").alias("unavailable"),
         problem.alias("problem"),
+        *keep,
     )
 
 
-def sequence(prefix: str = "") -> Column:
-    """The ordering tuple as one comparable struct."""
-    return F.struct(*[F.col(f"{prefix}{c}").alias(c) for c in SEQUENCE])
+def sequence(prefix: str = "", order: Sequence[str] = SEQUENCE) -> Column:
+    """The ordering tuple as one comparable struct, its fields in comparison order."""
+    return F.struct(*[F.col(f"{prefix}{c}").alias(c) for c in order])
 
 
-def collapse_newest(events: DataFrame, columns: Sequence[str]) -> DataFrame:
+def collapse_newest(
+    events: DataFrame, columns: Sequence[str], order: Sequence[str] = SEQUENCE
+) -> DataFrame:
     """Keep one row per key: the newest change by the whole sequence tuple.
 
     A column the newest change left unavailable (TOAST) takes the newest
     available value from earlier changes of the same key in the batch; if none
     has it, it stays in ``unavailable`` and the MERGE keeps the stored value.
     """
-    seq = sequence()
+    seq = sequence(order=order)
     aggregates = [F.max_by(F.struct(*[F.col(c) for c in (*SEQUENCE, "cdc_op")]), seq).alias("_n")]
     for name in columns:
         if name == SOURCE_KEY:

@@ -156,7 +156,13 @@ def decode(record: Record, event_format: str = "envelope") -> tuple[str, Any]:
     return "ok", (typed[KEY], op, seq, typed)
 
 
-def fold(records: Iterable[Record], event_format: str = "envelope") -> Folded:
+def _rank(seq: tuple[int, int, int, int], order: str) -> tuple[int, int, int, int]:
+    """The sequence as compared: commit time first, or (order "lsn") WAL position first."""
+    ts, lsn, partition, offset = seq
+    return (lsn, ts, partition, offset) if order == "lsn" else seq
+
+
+def fold(records: Iterable[Record], event_format: str = "envelope", order: str = "ts_ms") -> Folded:
     """The table the records must produce (rows keyed by article_id)."""
     result = Folded()
     changes = []
@@ -167,9 +173,9 @@ def fold(records: Iterable[Record], event_format: str = "envelope") -> Folded:
         elif kind == "ok":
             changes.append(detail)
     state: dict[str, tuple[tuple[int, int, int, int], dict[str, Any] | None]] = {}
-    for key, op, seq, row in sorted(changes, key=lambda c: c[2]):
+    for key, op, seq, row in sorted(changes, key=lambda c: _rank(c[2], order)):
         previous = state.get(key)
-        if previous is not None and seq <= previous[0]:
+        if previous is not None and _rank(seq, order) <= _rank(previous[0], order):
             continue
         result.applied += 1
         if op == "d":
