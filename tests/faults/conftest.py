@@ -11,7 +11,8 @@ The result is the test's outcome unless given (``result="fail"`` forces a
 failure row). A scenario that fails is recorded as failed with its error. A
 test that runs several cases records each under its own name and marks each
 one ``result="pass"`` once it has passed: when the test fails, only the cases
-not yet marked are recorded as failed. At
+not yet marked are recorded as failed. ``duration_s`` gives a case its own
+duration (by default, the test's). At
 the end of the session the rows of the scenarios that ran replace their old
 rows in ``docs/reliability.json``; the others keep their last known result.
 ``docs/reliability.md`` is rendered from that file.
@@ -20,6 +21,7 @@ rows in ``docs/reliability.json``; the others keep their last known result.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import subprocess
 import time
@@ -108,18 +110,23 @@ def render(rows: dict[str, dict[str, Any]]) -> str:
 
 
 def write_report(results: dict[str, dict[str, Any]]) -> None:
-    rows: dict[str, dict[str, Any]] = {}
-    if REPORT_JSON.exists():
-        try:
-            rows = json.loads(REPORT_JSON.read_text())["scenarios"]
-        except (ValueError, KeyError):
-            rows = {}
-    rows.update(results)
+    """Merge ``results`` into the stored rows and render the markdown (one writer at a time)."""
     REPORT_JSON.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_JSON.write_text(
-        json.dumps({"scenarios": dict(sorted(rows.items()))}, indent=2, sort_keys=True) + "\n"
-    )
-    REPORT_MD.write_text(render(rows))
+    with open(REPORT_JSON, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # sessions running side by side both keep their rows
+        handle.seek(0)
+        try:
+            rows = json.loads(handle.read() or "{}").get("scenarios", {})
+        except ValueError:
+            rows = {}
+        rows.update(results)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            json.dumps({"scenarios": dict(sorted(rows.items()))}, indent=2, sort_keys=True) + "\n"
+        )
+        handle.flush()
+        REPORT_MD.write_text(render(rows))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -146,6 +153,7 @@ def scenario_report(request: pytest.FixtureRequest) -> Iterator[Callable[..., No
         invariants: list[str] | None = None,
         result: str | None = None,
         counts: dict[str, Any] | None = None,
+        duration_s: float | None = None,
     ) -> None:
         entry = entries.setdefault(name, {"injected": "", "invariants": [], "counts": {}})
         if injected is not None:
@@ -156,6 +164,8 @@ def scenario_report(request: pytest.FixtureRequest) -> Iterator[Callable[..., No
             entry["counts"] = {**entry["counts"], **counts}
         if result is not None:
             entry["forced"] = result
+        if duration_s is not None:
+            entry["duration_s"] = duration_s
 
     yield record
 
@@ -175,6 +185,7 @@ def scenario_report(request: pytest.FixtureRequest) -> Iterator[Callable[..., No
     duration = call.duration if call is not None else time.monotonic() - started
     for name, entry in entries.items():
         forced = entry.pop("forced", None)
+        own_duration = entry.pop("duration_s", None)
         # a test that checks several cases marks those that passed with result="pass":
         # a failure then fails only the case that was running
         result = forced or "pass"
@@ -186,7 +197,7 @@ def scenario_report(request: pytest.FixtureRequest) -> Iterator[Callable[..., No
             **entry,
             "result": result,
             "error": error if result == "fail" else "",
-            "duration_s": round(duration, 1),
+            "duration_s": round(own_duration if own_duration is not None else duration, 1),
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": _git_commit(),
             "test": request.node.nodeid,

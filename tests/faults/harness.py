@@ -136,6 +136,31 @@ def batch_lines(stdout: str) -> list[dict[str, object]]:
     return out
 
 
+def describe(result: subprocess.CompletedProcess[str], limit: int = 6000) -> str:
+    """A failed run for an assertion message: exit code, errors and the end of each stream."""
+    interesting = [
+        line
+        for line in (result.stdout + "\n" + result.stderr).splitlines()
+        if any(m in line for m in ("Error", "Exception", "Traceback", "ERROR", "failpoint"))
+        and " WARN " not in line
+    ]
+    return (
+        f"exit code {result.returncode}\n--- errors ---\n"
+        + "\n".join(interesting[-40:])[-limit:]
+        + "\n--- stdout ---\n"
+        + result.stdout[-limit:]
+        + "\n--- stderr ---\n"
+        + result.stderr[-limit:]
+    )
+
+
+def keep_output(result: subprocess.CompletedProcess[str], directory: Path, name: str) -> None:
+    """Save a run's output for a post-mortem (the test's temp directory)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.stdout").write_text(result.stdout)
+    (directory / f"{name}.stderr").write_text(result.stderr)
+
+
 def processes_with_env(key: str, value: str) -> list[int]:
     """Pids of live processes (other than this one) started with ``key=value``."""
     wanted = f"{key}={value}".encode()
