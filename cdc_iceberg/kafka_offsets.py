@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +25,15 @@ Offsets = dict[int, int]
 
 class TopicMissingError(RuntimeError):
     """The configured topic does not exist on the broker."""
+
+
+class KafkaAccessError(RuntimeError):
+    """The broker refused the client: wrong credentials, untrusted certificate, wrong protocol.
+
+    Not retriable: repeating the same credentials cannot succeed.
+    """
+
+    retriable = False
 
 
 # -- pure logic -------------------------------------------------------
@@ -63,17 +73,87 @@ def covers(table: Mapping[int, int], batch_end: Mapping[int, int]) -> bool:
 # -- broker access ----------------------------------------------------
 
 
+class _ConnectionFailures(logging.Handler):
+    """Collects why kafka-python's connections to the bootstrap servers failed.
+
+    kafka-python retries a refused login or TLS handshake until its bootstrap
+    timeout and then reports only "Unable to bootstrap"; the reasons are in its
+    log records, which this handler keeps (messages only, never arguments).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.messages.append(record.getMessage())
+
+
+def explain_refusal(settings: Settings, messages: list[str]) -> str | None:
+    """A clear reason when failed connections show the broker refused these settings."""
+    where = f"Kafka at {settings.kafka_bootstrap_servers}"
+    text = "\n".join(messages)
+    if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
+        return (
+            f"{where}: SASL authentication failed for user {settings.kafka_sasl_username!r} "
+            f"({settings.kafka_sasl_mechanism}): check the user name and password "
+            "(KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD, or the Airflow connection's login "
+            "and password)"
+        )
+    if "UnsupportedSaslMechanism" in text:
+        return f"{where}: the broker does not offer SASL mechanism {settings.kafka_sasl_mechanism}"
+    if "Handshake failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:
+        detail = next((m for m in messages if "Handshake failed" in m), "")
+        return (
+            f"{where}: TLS handshake failed; is KAFKA_SSL_CAFILE="
+            f"{settings.kafka_ssl_cafile or '(system CAs)'} the CA that signed the broker's "
+            f"certificate, and does the certificate name this host? {detail[-300:]}"
+        )
+    if settings.kafka_security_protocol.startswith("SASL") and "socket disconnected" in text:
+        # the broker closes the connection after a failed SASL exchange without a response
+        return (
+            f"{where}: the broker closed every connection during SASL authentication of user "
+            f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism}): "
+            "authentication failed; check the user name and password (KAFKA_SASL_USERNAME / "
+            "KAFKA_SASL_PASSWORD, or the Airflow connection's login and password) and that "
+            f"the listener speaks {settings.kafka_security_protocol}"
+        )
+    return None
+
+
+def _connect(settings: Settings, factory: Any, **kwargs: Any) -> Any:
+    """Build a kafka-python client; a refused login or TLS handshake raises KafkaAccessError."""
+    from kafka.errors import KafkaTimeoutError
+
+    failures = _ConnectionFailures()
+    loggers = [logging.getLogger("kafka.net.manager"), logging.getLogger("kafka.net.connection")]
+    for logger in loggers:
+        logger.addHandler(failures)
+    try:
+        return factory(**settings.kafka_python_config(), **kwargs)
+    except KafkaTimeoutError as error:
+        reason = explain_refusal(settings, failures.messages)
+        if reason is None:
+            raise
+        raise KafkaAccessError(reason) from error
+    finally:
+        for logger in loggers:
+            logger.removeHandler(failures)
+
+
 @contextmanager
 def consumer(settings: Settings, group_id: str | None = None, **extra: Any) -> Iterator[Any]:
     """A short-lived kafka-python consumer that never subscribes nor auto-commits."""
     from kafka import KafkaConsumer
 
-    client = KafkaConsumer(
+    client = _connect(
+        settings,
+        KafkaConsumer,
         group_id=group_id,
         enable_auto_commit=False,
         isolation_level="read_committed",
         request_timeout_ms=30_000,
-        **settings.kafka_python_config(),
         **extra,
     )
     try:
@@ -86,7 +166,7 @@ def consumer(settings: Settings, group_id: str | None = None, **extra: Any) -> I
 def admin(settings: Settings) -> Iterator[Any]:
     from kafka import KafkaAdminClient
 
-    client = KafkaAdminClient(request_timeout_ms=30_000, **settings.kafka_python_config())
+    client = _connect(settings, KafkaAdminClient, request_timeout_ms=30_000)
     try:
         yield client
     finally:

@@ -23,7 +23,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EventFormat = Literal["envelope", "flattened"]
 TruncatePolicy = Literal["dead-letter", "clear"]
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# ASCII only, at most 128 characters, and \Z rather than $ (which also matches before "\n")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class SettingsError(ValueError):
@@ -134,10 +138,37 @@ class Settings:
         if self.iceberg_warehouse.startswith("file://"):
             Path(urlparse(self.iceberg_warehouse).path).mkdir(parents=True, exist_ok=True)
 
+    def check_kafka_security(self) -> None:
+        """Refuse Kafka security settings that cannot work, naming the variable to fix."""
+        protocol = self.kafka_security_protocol
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol!r}: expected one of "
+                f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+            )
+        if protocol.startswith("SASL"):
+            if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+                raise SettingsError(
+                    f"KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r}: with {protocol}, "
+                    f"expected one of {', '.join(KAFKA_SASL_MECHANISMS)}"
+                )
+            if not self.kafka_sasl_username or not self.kafka_sasl_password:
+                raise SettingsError(
+                    f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and "
+                    "KAFKA_SASL_PASSWORD (or the Airflow connection's login and password)"
+                )
+        if self.kafka_ssl_cafile and not Path(self.kafka_ssl_cafile).is_file():
+            raise SettingsError(f"KAFKA_SSL_CAFILE={self.kafka_ssl_cafile!r} is not a file")
+
     def kafka_client_config(self) -> dict[str, str]:
-        """Security settings as Kafka client properties (Java names)."""
+        """Security settings as Kafka client properties (Java names).
+
+        The ``sasl.jaas.config`` value holds the password: Kafka clients print
+        it as ``[hidden]`` and Spark redacts it (see spark_conf), never log it.
+        """
+        self.check_kafka_security()
         config: dict[str, str] = {"security.protocol": self.kafka_security_protocol}
-        if self.kafka_sasl_mechanism:
+        if self.kafka_security_protocol.startswith("SASL"):
             config["sasl.mechanism"] = self.kafka_sasl_mechanism
             module = (
                 "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -145,8 +176,8 @@ class Settings:
                 else "org.apache.kafka.common.security.scram.ScramLoginModule"
             )
             config["sasl.jaas.config"] = (
-                f'{module} required username="{self.kafka_sasl_username}" '
-                f'password="{self.kafka_sasl_password}";'
+                f'{module} required username="{_jaas_quote(self.kafka_sasl_username)}" '
+                f'password="{_jaas_quote(self.kafka_sasl_password)}";'
             )
         if self.kafka_ssl_cafile:
             config["ssl.truststore.type"] = "PEM"
@@ -155,11 +186,12 @@ class Settings:
 
     def kafka_python_config(self) -> dict[str, object]:
         """The same security settings as kafka-python keyword arguments."""
+        self.check_kafka_security()
         config: dict[str, object] = {
             "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
             "security_protocol": self.kafka_security_protocol,
         }
-        if self.kafka_sasl_mechanism:
+        if self.kafka_security_protocol.startswith("SASL"):
             config["sasl_mechanism"] = self.kafka_sasl_mechanism
             config["sasl_plain_username"] = self.kafka_sasl_username
             config["sasl_plain_password"] = self.kafka_sasl_password
@@ -248,9 +280,18 @@ def _check_table_name(setting: str, value: str) -> None:
         )
 
 
+def _jaas_quote(value: str) -> str:
+    """Escape a value for a double-quoted JAAS option (backslash and quote)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def check_identifier(value: str, what: str = "identifier") -> str:
-    """Return ``value`` if it is a plain SQL identifier, else raise SettingsError."""
-    if not _IDENTIFIER.match(value):
+    """Return ``value`` if it is a plain SQL identifier, else raise SettingsError.
+
+    ASCII letters, digits and ``_``, not starting with a digit, at most 128
+    characters: nothing that could end a quoted name or start a statement.
+    """
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
         raise SettingsError(f"{what} {value!r} must be letters, digits and _ only")
     return value
 

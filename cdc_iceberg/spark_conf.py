@@ -15,6 +15,9 @@ from cdc_iceberg.settings import PROJECT_ROOT, Settings, catalog_credentials
 
 JOB_FILE = PROJECT_ROOT / "jobs" / "cdc_to_iceberg.py"
 
+REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|jaas|sasl\.login"
+"""Spark's default redaction pattern plus the Kafka options that carry credentials."""
+
 
 def spark_jars(settings: Settings) -> list[str]:
     """The jars ``jvm/spark/pom.xml`` fetched: Kafka source, Iceberg runtime, SQLite JDBC."""
@@ -57,6 +60,10 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "1g"),
         "spark.pyspark.python": sys.executable,
+        # Kafka's sasl.jaas.config holds the password: redact it (and any password,
+        # secret or token) wherever Spark prints properties, options or plans.
+        "spark.redaction.regex": REDACTION_REGEX,
+        "spark.sql.redaction.options.regex": "(?i)url|" + REDACTION_REGEX.removeprefix("(?i)"),
     }
     if settings.spark_master.startswith("local"):
         # a laptop run stays on loopback

@@ -9,6 +9,11 @@ Usage::
 The broker listens on 127.0.0.1 at the port of ``KAFKA_BOOTSTRAP_SERVERS`` and
 keeps its data under ``KAFKA_DATA_DIR`` (default ``.local/kafka``). Both
 commands are safe to repeat. The jars come from ``jvm/kafka/pom.xml``.
+
+With ``security=BrokerSecurity(...)`` (see :func:`make_tls`) the client
+listener is SASL_SSL with SCRAM-SHA-512: a certificate signed by a CA of its
+own, PEM files clients trust, and SCRAM users created when the storage is
+formatted. The controller listener stays PLAINTEXT on loopback.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cdc_iceberg.settings import PROJECT_ROOT
 
@@ -59,6 +65,7 @@ class KafkaBroker:
     jvm_options: list[str] = field(default_factory=list)
     # the port clients are told to connect to (e.g. a proxy in front of the broker)
     advertised_port: int | None = None
+    security: BrokerSecurity | None = None
 
     @property
     def controller_port(self) -> int:
@@ -85,9 +92,7 @@ class KafkaBroker:
                 f"BROKER://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}"
             ),
             "advertised.listeners": f"BROKER://{self.host}:{self.advertised_port or self.port}",
-            "listener.security.protocol.map": (
-                f"BROKER:{self.listener_protocol},CONTROLLER:PLAINTEXT"
-            ),
+            "listener.security.protocol.map": (f"BROKER:{self.protocol},CONTROLLER:PLAINTEXT"),
             "inter.broker.listener.name": "BROKER",
             "controller.listener.names": "CONTROLLER",
             "log.dirs": str(self.data_dir / "logs"),
@@ -103,8 +108,22 @@ class KafkaBroker:
             "auto.create.topics.enable": "false",
             "log.retention.check.interval.ms": "5000",
         }
+        if self.security is not None:
+            props.update(self.security.broker_properties())
         props.update(self.extra_properties)
         return props
+
+    @property
+    def protocol(self) -> str:
+        """Security protocol of the client listener."""
+        return "SASL_SSL" if self.security is not None else self.listener_protocol
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """kafka-python arguments that reach this broker (as its first SCRAM user if secured)."""
+        kwargs: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers}
+        if self.security is not None:
+            kwargs.update(self.security.client_kwargs())
+        return kwargs
 
     def running_pid(self) -> int | None:
         try:
@@ -146,6 +165,7 @@ class KafkaBroker:
                 "--config",
                 str(config),
                 "--ignore-formatted",
+                *(self.security.format_args() if self.security is not None else ()),
                 log4j=log4j,
                 check=True,
             )
@@ -164,11 +184,9 @@ class KafkaBroker:
             if process is not None and process.poll() is not None:
                 tail = self.log_file.read_text()[-3000:] if self.log_file.exists() else ""
                 raise RuntimeError(f"Kafka broker exited with {process.returncode}:\n{tail}")
-            if self.answers() and self.listener_protocol == "PLAINTEXT":
+            if self.answers() and self.protocol in ("PLAINTEXT", "SASL_SSL"):
                 try:
-                    admin = KafkaAdminClient(
-                        bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
-                    )
+                    admin = KafkaAdminClient(request_timeout_ms=5000, **self.client_kwargs())
                     try:
                         admin.describe_cluster()
                         return
@@ -276,6 +294,158 @@ class KafkaBroker:
                 f"{result.stdout.decode()}{result.stderr.decode()}"
             )
         return subprocess.Popen(["true"])
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """PEM files of a test CA and a broker certificate signed by it."""
+
+    ca_file: Path
+    """The CA certificate: the truststore of clients (``KAFKA_SSL_CAFILE``)."""
+    keystore_file: Path
+    """The broker's private key (PKCS#8, unencrypted) followed by its certificate chain."""
+
+
+def make_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsMaterial:
+    """Create a self-signed CA and a broker certificate for ``hosts`` (names or IP addresses)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    valid = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=30))
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("cdc-iceberg test CA"))
+        .issuer_name(name("cdc-iceberg test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    alt_names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            alt_names.append(x509.DNSName(host))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name(hosts[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    ca_file = directory / "ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(pem))
+    keystore = directory / "broker-keystore.pem"
+    keystore.touch(mode=0o600)
+    keystore.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        + cert.public_bytes(pem)
+        + ca_cert.public_bytes(pem)
+    )
+    return TlsMaterial(ca_file=ca_file, keystore_file=keystore)
+
+
+@dataclass
+class BrokerSecurity:
+    """A SASL_SSL client listener with SCRAM users.
+
+    ``users`` maps user names to passwords; the first one is also the broker's
+    own (inter-broker) identity. The users are created when the storage is
+    formatted (``kafka-storage format --add-scram``), so a broker whose data
+    directory already exists keeps the users it was formatted with.
+    """
+
+    tls: TlsMaterial
+    users: dict[str, str]
+    mechanism: str = "SCRAM-SHA-512"
+
+    def __post_init__(self) -> None:
+        if not self.users:
+            raise ValueError("a SASL listener needs at least one SCRAM user")
+        for user, password in self.users.items():
+            # the StorageTool's [name=...,password=...] syntax and the JAAS quoting
+            if not user.isidentifier() or any(c in password for c in '",[]=\\ '):
+                raise ValueError(f"SCRAM user {user!r}: use letters, digits and _ only")
+
+    @property
+    def broker_user(self) -> tuple[str, str]:
+        return next(iter(self.users.items()))
+
+    def broker_properties(self) -> dict[str, str]:
+        user, password = self.broker_user
+        module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        prefix = f"listener.name.broker.{self.mechanism.lower()}"
+        return {
+            "sasl.enabled.mechanisms": self.mechanism,
+            "sasl.mechanism.inter.broker.protocol": self.mechanism,
+            f"{prefix}.sasl.jaas.config": (
+                f'{module} required username="{user}" password="{password}";'
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.tls.keystore_file),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.tls.ca_file),
+            "ssl.endpoint.identification.algorithm": "https",
+            "ssl.client.auth": "none",
+        }
+
+    def format_args(self) -> list[str]:
+        args: list[str] = []
+        for user, password in self.users.items():
+            args += ["--add-scram", f"{self.mechanism}=[name={user},password={password}]"]
+        return args
+
+    def client_kwargs(self) -> dict[str, Any]:
+        user, password = self.broker_user
+        return {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": self.mechanism,
+            "sasl_plain_username": user,
+            "sasl_plain_password": password,
+            "ssl_cafile": str(self.tls.ca_file),
+        }
 
 
 def _reap(pid: int) -> None:

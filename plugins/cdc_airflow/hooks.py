@@ -30,7 +30,20 @@ class CdcKafkaHook(BaseHook):
         self._base = settings
 
     def settings(self) -> Settings:
-        """The product's Settings with Kafka access taken from the connection, if any."""
+        """The product's Settings with Kafka access taken from the connection, if any.
+
+        The SASL password is registered with Airflow's secrets masker whichever
+        way it came (connection or ``KAFKA_SASL_PASSWORD``), so task logs show
+        ``***`` in its place.
+        """
+        settings = self._settings()
+        if settings.kafka_sasl_password:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(settings.kafka_sasl_password, "kafka_sasl_password")
+        return settings
+
+    def _settings(self) -> Settings:
         base = self._base or Settings.from_env()
         try:
             conn = self.get_connection(self.kafka_conn_id)
