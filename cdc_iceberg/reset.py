@@ -64,15 +64,24 @@ def _checkpoint_dir(location: str) -> Path:
 def plan_reset(
     settings: Settings, scope: str, confirm: str, reset_to: str = "earliest"
 ) -> ResetPlan:
-    """Validate the request and compute what the reset will do (no side effects)."""
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-    if confirm.strip() != settings.iceberg_table:
+    """Validate the request and compute what the reset will do (no side effects).
+
+    The table comes from Settings (a checked ``namespace.table``); ``scope`` and
+    ``reset_to`` must be one of the listed words exactly, and ``confirm`` must
+    repeat the table name exactly (surrounding blanks aside): a look-alike
+    character or a different case is a different name.
+    """
+    if not isinstance(scope, str) or scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {str(scope)[:40]!r}")
+    if not isinstance(confirm, str) or confirm.strip() != settings.iceberg_table:
         raise ValueError(
-            f"confirmation {confirm!r} does not repeat the table name {settings.iceberg_table!r}"
+            f"confirmation {str(confirm)[:80]!r} does not repeat the table name "
+            f"{settings.iceberg_table!r}"
         )
-    if reset_to not in TARGETS:
-        raise ValueError(f"reset_to must be one of {', '.join(TARGETS)}, not {reset_to!r}")
+    if not isinstance(reset_to, str) or reset_to not in TARGETS:
+        raise ValueError(
+            f"reset_to must be one of {', '.join(TARGETS)}, not {str(reset_to)[:40]!r}"
+        )
     checkpoint = _checkpoint_dir(settings.checkpoint_location)
     archive = None
     if checkpoint.exists():

@@ -24,6 +24,7 @@ from airflow.sdk import Param, dag, task
 from cdc_airflow.operators import CdcDrainOperator
 
 WRITER_POOL = "cdc_iceberg_writer"
+TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}\.[A-Za-z_][A-Za-z0-9_]{0,127}(?![\s\S])"
 
 
 @dag(
@@ -47,12 +48,14 @@ WRITER_POOL = "cdc_iceberg_writer"
             None,
             type=["null", "string"],
             format="date-time",
+            maxLength=64,
             title="Start timestamp",
             description="With 'timestamp': the first record at or after this time.",
         ),
         "start_offsets": Param(
             None,
             type=["null", "string"],
+            maxLength=10000,
             title="Start offsets",
             description='With \'offsets\': JSON partition -> offset, e.g. {"0": 120, "1": 80}.',
         ),
@@ -65,13 +68,16 @@ WRITER_POOL = "cdc_iceberg_writer"
         "stop_offsets": Param(
             None,
             type=["null", "string"],
+            maxLength=10000,
             title="Stop offsets",
             description="With 'offsets': JSON partition -> offset to stop before.",
         ),
         "target_table": Param(
             "neuronews.articles",
             type="string",
-            pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$",
+            # (?![\s\S]) ends the text in both Python and JavaScript ($ allows a final \n)
+            pattern=TABLE_PATTERN,
+            maxLength=257,
             title="Target table",
             description="namespace.table in the Iceberg catalog.",
         ),

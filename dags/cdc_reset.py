@@ -29,6 +29,7 @@ from airflow.sdk import Param, dag
 from cdc_airflow.operators import CdcResetOperator
 
 WRITER_POOL = "cdc_iceberg_writer"
+TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}\.[A-Za-z_][A-Za-z0-9_]{0,127}(?![\s\S])"
 
 
 @dag(
@@ -58,12 +59,15 @@ WRITER_POOL = "cdc_iceberg_writer"
         "table": Param(
             "neuronews.articles",
             type="string",
-            pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$",
+            # (?![\s\S]) ends the text in both Python and JavaScript ($ allows a final \n)
+            pattern=TABLE_PATTERN,
+            maxLength=257,
             title="Table",
         ),
         "confirm_table": Param(
             "",
             type="string",
+            maxLength=257,
             title="Confirm: type the table name again",
             description="Must equal the table name, or nothing happens.",
         ),

@@ -1,9 +1,17 @@
-"""Turn the backfill form into offsets, refusing anything malformed."""
+"""Turn the backfill form into offsets, refusing anything malformed.
+
+Every value typed into the form is checked here, on the server, whatever the
+form's own schema let through: partitions and offsets are plain non-negative
+integers in Kafka's ranges and must exist in the topic, a timestamp is an
+ISO-8601 time with a zone between 1970 and now, and the target table is a
+``namespace.table`` of ASCII identifiers (it is later written into SQL).
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -11,44 +19,140 @@ from typing import Any
 from cdc_iceberg.settings import Settings, SettingsError
 
 _RUN_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_PARTITION = re.compile(r"[0-9]{1,10}\Z")
+
+MAX_PARTITION = 2**31 - 1
+"""Kafka partitions are int32."""
+MAX_OFFSET = 2**63 - 1
+"""Kafka offsets are int64."""
+MAX_FIELD_CHARS = 10_000
+"""Longer than any real offsets JSON for a topic; refuses pasted junk early."""
+FUTURE_TOLERANCE_MS = 60_000
+"""Clock skew accepted between the form's timestamp and this machine."""
 
 
 class BackfillFormError(ValueError):
     """A value typed into the backfill form cannot be used."""
 
 
+def _text(value: Any, field: str, required: str = "required for this choice") -> str:
+    if value is None or value == "":
+        raise BackfillFormError(f"{field}: {required}")
+    if not isinstance(value, str):
+        raise BackfillFormError(f"{field}: expected text, got {type(value).__name__}")
+    if len(value) > MAX_FIELD_CHARS:
+        raise BackfillFormError(f"{field}: {len(value)} characters is too long")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    duplicated = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicated:
+        raise BackfillFormError(f"partition {duplicated[0]!r} is given twice")
+    return dict(pairs)
+
+
+def _no_constants(name: str) -> Any:
+    raise BackfillFormError(f"{name} is not an offset")
+
+
 def parse_offsets(text: str | None, field: str) -> dict[int, int]:
     """``{"0": 120}`` -> {0: 120}; partitions and offsets must be non-negative integers."""
-    if not text:
-        raise BackfillFormError(f"{field}: required for this choice")
+    raw = _text(text, field)
     try:
-        data = json.loads(text)
+        data = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except BackfillFormError as error:
+        raise BackfillFormError(f"{field}: {error}") from None
     except ValueError:
         raise BackfillFormError(f'{field}: not JSON; expected {{"0": 120, "1": 80}}') from None
     if not isinstance(data, dict) or not data:
         raise BackfillFormError(f"{field}: expected a JSON object of partition -> offset")
     offsets: dict[int, int] = {}
     for partition, offset in data.items():
-        if not str(partition).isdigit() or isinstance(offset, bool) or not isinstance(offset, int):
-            raise BackfillFormError(f"{field}: {partition!r}: {offset!r} is not partition: offset")
-        if offset < 0:
+        if (
+            not _PARTITION.match(partition)
+            or isinstance(offset, bool)
+            or not isinstance(offset, int)
+        ):
             raise BackfillFormError(
-                f"{field}: offset {offset} of partition {partition} is negative"
+                f"{field}: {partition[:40]!r}: {str(offset)[:40]!r} is not partition: offset "
+                '(whole numbers, e.g. {"0": 120})'
             )
-        offsets[int(partition)] = offset
+        number = int(partition)
+        if number > MAX_PARTITION:
+            raise BackfillFormError(f"{field}: partition {number} is out of range")
+        if number in offsets:
+            raise BackfillFormError(f"{field}: partition {number} is given twice")
+        if offset < 0:
+            raise BackfillFormError(f"{field}: offset {offset} of partition {number} is negative")
+        if offset > MAX_OFFSET:
+            raise BackfillFormError(f"{field}: offset of partition {number} is out of range")
+        offsets[number] = offset
     return offsets
 
 
-def parse_timestamp_ms(text: str | None) -> int:
-    if not text:
-        raise BackfillFormError("start_timestamp: required when starting from a timestamp")
+def parse_timestamp_ms(text: str | None, now_ms: int | None = None) -> int:
+    """An ISO-8601 time with a zone, between 1970 and now, as epoch milliseconds."""
+    raw = _text(text, "start_timestamp", "required when starting from a timestamp").strip()
+    if len(raw) > 64:
+        raise BackfillFormError("start_timestamp: not an ISO-8601 time (too long)")
     try:
-        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise BackfillFormError(f"start_timestamp: {text!r} is not an ISO-8601 time") from None
+        raise BackfillFormError(f"start_timestamp: {raw!r} is not an ISO-8601 time") from None
     if moment.tzinfo is None:
         raise BackfillFormError("start_timestamp: give a time zone (e.g. 2026-01-01T00:00:00Z)")
-    return int(moment.timestamp() * 1000)
+    try:
+        millis = int(moment.timestamp() * 1000)
+    except (OverflowError, ValueError, OSError):
+        raise BackfillFormError(f"start_timestamp: {raw!r} is out of range") from None
+    if millis < 0:
+        # Kafka reads -1 and -2 as "latest" and "earliest": never pass a negative time
+        raise BackfillFormError(f"start_timestamp: {raw} is before 1970")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if millis > now + FUTURE_TOLERANCE_MS:
+        raise BackfillFormError(
+            f"start_timestamp: {raw} is in the future; no record is that recent"
+        )
+    return millis
+
+
+def check_offsets_in_topic(
+    offsets: Mapping[int, int],
+    beginning: Mapping[int, int],
+    end: Mapping[int, int],
+    field: str,
+) -> None:
+    """Every partition exists in the topic and every offset is one the topic still holds."""
+    for partition, offset in sorted(offsets.items()):
+        if partition not in end:
+            raise BackfillFormError(
+                f"{field}: the topic has no partition {partition} (it has {sorted(end)})"
+            )
+        if offset > end[partition]:
+            raise BackfillFormError(
+                f"{field}: partition {partition} ends at {end[partition]}, not {offset}"
+            )
+        if offset < beginning.get(partition, 0):
+            raise BackfillFormError(
+                f"{field}: partition {partition} starts at {beginning[partition]} (older records "
+                f"were deleted by retention), not {offset}"
+            )
+
+
+def _choice(params: Mapping[str, Any], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = params.get(name, default)
+    if value is None:
+        value = default
+    if not isinstance(value, str) or value not in allowed:
+        raise BackfillFormError(f"{name}: {str(value)[:40]!r} is not {' or '.join(allowed)}")
+    return value
+
+
+def run_segment(run_id: str) -> str:
+    """The run id as one safe path component (no separators, never '.' or '..')."""
+    return _RUN_SAFE.sub("_", str(run_id)).lstrip(".")[:80] or "manual"
 
 
 def plan_backfill(
@@ -58,24 +162,40 @@ def plan_backfill(
     from cdc_iceberg import kafka_offsets
 
     base = settings or Settings.from_env()
+    table = params.get("target_table") or base.iceberg_table
+    if not isinstance(table, str):
+        raise BackfillFormError(f"target_table: expected text, got {type(table).__name__}")
     try:
-        target = base.replace(iceberg_table=str(params.get("target_table") or base.iceberg_table))
+        target = base.replace(iceberg_table=table)
     except SettingsError as error:
         raise BackfillFormError(f"target_table: {error}") from None
-    start_from = params.get("start_from", "earliest")
+    start_from = _choice(params, "start_from", "earliest", ("earliest", "timestamp", "offsets"))
+    stop_at = _choice(params, "stop_at", "latest", ("latest", "offsets"))
+    # parse everything typed before asking the broker anything
+    timestamp = (
+        parse_timestamp_ms(params.get("start_timestamp")) if start_from == "timestamp" else 0
+    )
+    typed_start = (
+        parse_offsets(params.get("start_offsets"), "start_offsets")
+        if start_from == "offsets"
+        else {}
+    )
+    stop_offsets = (
+        parse_offsets(params.get("stop_offsets"), "stop_offsets") if stop_at == "offsets" else {}
+    )
+    beginning = kafka_offsets.beginning_offsets(target)
     if start_from == "earliest":
-        start = kafka_offsets.beginning_offsets(target)
+        start = beginning
     elif start_from == "timestamp":
-        start = kafka_offsets.offsets_for_timestamp(
-            target, parse_timestamp_ms(params.get("start_timestamp"))
-        )
-    elif start_from == "offsets":
-        start = parse_offsets(params.get("start_offsets"), "start_offsets")
+        start = kafka_offsets.offsets_for_timestamp(target, timestamp)
     else:
-        raise BackfillFormError(f"start_from: {start_from!r} is not earliest, timestamp or offsets")
+        check_offsets_in_topic(
+            typed_start, beginning, kafka_offsets.end_offsets(target), "start_offsets"
+        )
+        start = typed_start
     stop = ""
-    if params.get("stop_at", "latest") == "offsets":
-        stop_offsets = parse_offsets(params.get("stop_offsets"), "stop_offsets")
+    if stop_at == "offsets":
+        check_offsets_in_topic(stop_offsets, {}, kafka_offsets.end_offsets(target), "stop_offsets")
         for partition, offset in stop_offsets.items():
             if offset < start.get(partition, 0):
                 raise BackfillFormError(
@@ -83,9 +203,7 @@ def plan_backfill(
                     f"{start.get(partition, 0)}"
                 )
         stop = json.dumps({str(p): o for p, o in stop_offsets.items()})
-    elif params.get("stop_at", "latest") != "latest":
-        raise BackfillFormError(f"stop_at: {params.get('stop_at')!r} is not latest or offsets")
-    run = _RUN_SAFE.sub("_", run_id)[:80]
+    run = run_segment(run_id)
     return {
         "table": target.iceberg_table,
         "pipeline_id": f"backfill:{run}",

@@ -13,7 +13,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from cdc_airflow.hooks import CdcKafkaHook
-from cdc_iceberg.settings import PROJECT_ROOT, Settings
+from cdc_iceberg.settings import PROJECT_ROOT, Settings, SettingsError
 
 JOBS = PROJECT_ROOT / "jobs"
 
@@ -21,6 +21,32 @@ JOBS = PROJECT_ROOT / "jobs"
 def _overrides(**values: Any) -> dict[str, Any]:
     """Operator arguments that were given (templated strings may arrive empty)."""
     return {k: v for k, v in values.items() if v not in (None, "")}
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def flag(value: bool | str | None, name: str, default: bool) -> bool:
+    """A yes/no argument (templates render booleans as text); anything else is refused."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise AirflowFailException(f"{name}: {str(value)[:40]!r} is neither true nor false")
+
+
+def _with_table(settings: Settings, table: str | None) -> Settings:
+    """Settings for another table, refusing a name that is not ``namespace.table``."""
+    try:
+        return settings.replace(**_overrides(iceberg_table=table))
+    except SettingsError as error:
+        raise AirflowFailException(str(error)) from None
 
 
 class _SparkJobOperator(SparkSubmitOperator):
@@ -43,7 +69,7 @@ class _SparkJobOperator(SparkSubmitOperator):
 
     def job_settings(self) -> Settings:
         settings = CdcKafkaHook(self.kafka_conn_id).settings()
-        return settings.replace(**_overrides(iceberg_table=self.table))
+        return _with_table(settings, self.table)
 
     def submit(self, context: Any, settings: Settings, args: list[str]) -> None:
         from cdc_iceberg.spark_conf import spark_conf, spark_env, spark_jars
@@ -117,7 +143,7 @@ class CdcDrainOperator(_SparkJobOperator):
 
         settings = self.job_settings()
         started_ms = int(time.time() * 1000)
-        dry_run = str(self.dry_run).lower() in ("true", "1", "yes")
+        dry_run = flag(self.dry_run, "dry_run", default=False)
         if self.skip_when_idle and not self.starting_offsets:
             end = kafka_offsets.end_offsets(settings)
             recorded = table_state.committed_offsets(settings)
@@ -199,11 +225,7 @@ class CdcValidateOperator(BaseOperator):
         from cdc_iceberg import table_state
         from cdc_iceberg.checks import validate
 
-        settings = (
-            CdcKafkaHook(self.kafka_conn_id)
-            .settings()
-            .replace(**_overrides(iceberg_table=self.table))
-        )
+        settings = _with_table(CdcKafkaHook(self.kafka_conn_id).settings(), self.table)
         drain = context["ti"].xcom_pull(task_ids=self.drain_task_id) or {}
         since_ms = int(drain.get("started_ms") or time.time() * 1000)
         if not table_state.table_exists(settings):
@@ -269,18 +291,15 @@ class CdcResetOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from cdc_iceberg import reset
 
-        settings = (
-            CdcKafkaHook(self.kafka_conn_id)
-            .settings()
-            .replace(**_overrides(iceberg_table=self.table))
-        )
+        settings = _with_table(CdcKafkaHook(self.kafka_conn_id).settings(), self.table)
+        # a reset changes state: anything but a clear "false" keeps it a dry run
+        dry_run = flag(self.dry_run, "dry_run", default=True)
         try:
             plan = reset.plan_reset(
                 settings, str(self.scope), str(self.confirm), str(self.reset_to)
             )
         except ValueError as error:
             raise AirflowFailException(str(error)) from error
-        dry_run = str(self.dry_run).lower() in ("true", "1", "yes")
         self.log.info("reset plan%s: %s", " (dry run)" if dry_run else "", plan.describe())
         if not dry_run:
             reset.apply_reset(settings, plan)
