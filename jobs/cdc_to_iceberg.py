@@ -693,14 +693,27 @@ def checkpoint_problem(location: str) -> str | None:
     checksum), neither log has a hole, and the newest committed batch has its
     offsets. Batches planned after the newest commit are left to
     :func:`set_aside_uncommitted_batch`; temp and other stray files are
-    ignored, as Spark ignores them.
+    ignored, as Spark ignores them, except before the first commit: Spark then
+    starts a new query and fails on any file in ``offsets/``, ``commits/`` or
+    ``state/``.
     """
     if not _is_local(location):
         return None
     root = _local_path(location)
     offsets = _batch_files(root / "offsets")
     commits = _batch_files(root / "commits")
-    if not offsets and not commits:
+    if not commits:
+        # Spark starts at batch 0 and then refuses any file left in these directories
+        # (a batch 0 planned but never committed, a temp file of an interrupted write)
+        leftovers = sorted(
+            str(p.relative_to(root))
+            for name in ("offsets", "commits", "state")
+            if (root / name).is_dir()
+            for p in (root / name).rglob("*")
+            if p.is_file()
+        )
+        if leftovers:
+            return f"no batch committed yet, but {', '.join(leftovers[:3])} left by a crash"
         return None
     last_commit = max(commits, default=-1)
     planned = {n: p for n, p in offsets.items() if n <= last_commit}
@@ -726,7 +739,7 @@ def checkpoint_problem(location: str) -> str | None:
 
 
 def set_aside_corrupt_checkpoint(location: str) -> str | None:
-    """Rename a local checkpoint Spark could not restart from; return where it went.
+    """Rename a local checkpoint Spark cannot restart from; return where it went.
 
     Spark would fail on it at every start (a crash loop). Nothing in it is
     needed: the table records what was applied and every batch is idempotent,
@@ -745,7 +758,8 @@ def set_aside_corrupt_checkpoint(location: str) -> str | None:
         suffix += 1
     root.rename(target)
     log.error(
-        "checkpoint %s is corrupt (%s): moved to %s; resuming from the offsets the table records",
+        "checkpoint %s cannot be restarted (%s): moved to %s; "
+        "resuming from the offsets the table records",
         location,
         problem,
         target,

@@ -126,3 +126,32 @@ def test_an_unfinished_last_batch_is_left_to_replanning(tmp_path: Path) -> None:
     _write(root / "offsets" / "4", "v1\n{")
     assert checkpoint_problem(str(root)) is None
     assert set_aside_corrupt_checkpoint(str(root)) is None
+
+
+@pytest.mark.parametrize(
+    "leftover",
+    ["offsets/0", "offsets/.0.1f0e.tmp", "commits/.0.82ca.tmp", "state/0/0/1.delta"],
+)
+def test_leftovers_before_the_first_commit_are_set_aside(tmp_path: Path, leftover: str) -> None:
+    """Killed before batch 0 committed: Spark would start afresh and refuse these files."""
+    root = tmp_path / "ckpt"
+    for name in ("offsets", "commits", "sources/0"):
+        (root / name).mkdir(parents=True)
+    (root / "metadata").write_text('{"id":"6e742dfb-ced7-4fce-b956-203f5fd3d244"}')
+    (root / "sources" / "0" / "0").write_bytes(b'\x00v1\n{"t":{"0":0}}')
+    (root / leftover).parent.mkdir(parents=True, exist_ok=True)
+    (root / leftover).write_text(_offsets(0))
+
+    problem = checkpoint_problem(str(root))
+
+    assert problem is not None and "no batch committed yet" in problem
+    assert not checkpoint_exists(str(root))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("ckpt.corrupt-")]
+
+
+def test_a_start_interrupted_before_any_batch_is_kept(tmp_path: Path) -> None:
+    root = tmp_path / "ckpt"
+    for name in ("offsets", "commits", "sources/0"):
+        (root / name).mkdir(parents=True)
+    (root / "metadata").write_text('{"id":"6e742dfb-ced7-4fce-b956-203f5fd3d244"}')
+    assert checkpoint_problem(str(root)) is None
