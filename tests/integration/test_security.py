@@ -140,6 +140,8 @@ def _spark_conf_dir(root: Path) -> Path:
     log4j.write_text(_LOG4J2)
     (conf / "spark-defaults.conf").write_text(
         "spark.eventLog.enabled true\n"
+        # plain JSON lines, so that a search for the password can find it
+        "spark.eventLog.compress false\n"
         f"spark.eventLog.dir file://{root / 'events'}\n"
         f"spark.driver.extraJavaOptions -Dlog4j2.configurationFile=file://{log4j}\n"
     )
@@ -284,13 +286,14 @@ def test_sasl_ssl_pipeline_is_exact_and_never_logs_the_password(
         secure_broker.data_dir / "broker.stdout",
         Path(os.environ["AIRFLOW_HOME"]) / "logs",
     ]
-    assert list((logs / "events").iterdir()), "Spark wrote no event log"
+    events = [p for p in (logs / "events").rglob("*") if p.is_file() and p.stat().st_size]
+    assert any(b"SparkListenerApplicationStart" in p.read_bytes() for p in events), events
     for secret in (PASSWORD, BROKER_PASSWORD):
         assert _files_containing(roots, secret) == []
 
 
 def test_wrong_password_fails_soon_with_an_authentication_error(
-    secure: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    secure: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cdc_airflow.hooks import CdcKafkaHook
 
@@ -311,7 +314,14 @@ def test_wrong_password_fails_soon_with_an_authentication_error(
     assert not ok
     assert "authentication failed" in message and wrong not in message
 
-    # the job exits with the same error instead of waiting
+
+@pytest.mark.faults  # a Spark start only to see it refused: the long suite
+def test_job_with_a_wrong_password_exits_with_an_authentication_error(
+    secure: Settings, tmp_path: Path
+) -> None:
+    wrong = "wrongPw" + secrets.token_hex(8)
+    bad = secure.replace(kafka_sasl_password=wrong)
+    send(secure, ArticleSource(seed=93, partitions=1).random_history(20, 5), 1)
     logs = tmp_path / "logs"
     logs.mkdir()
     started = time.monotonic()
