@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import MapType, StringType
+from pyspark.sql.types import IntegerType, MapType, StringType, StructField, StructType
 
 from cdc_iceberg.generator import TOAST_PLACEHOLDER
 from cdc_iceberg.schema import SEQUENCE, SOURCE_KEY
@@ -23,16 +23,84 @@ JSON_MAP = MapType(StringType(), StringType())
 VALID_OPS = ("c", "u", "r", "d")
 FLAT_FIELDS = ("__op", "__deleted", "__source_ts_ms", "__lsn", "__ts_ms", "__table", "__db")
 
+# Strict JSON (RFC 8259). Spark's reader also takes 'single quotes' and NaN/Infinity
+# by default: neither is JSON, so a record using them is malformed.
+JSON_OPTIONS = {
+    "mode": "PERMISSIVE",
+    "allowSingleQuotes": "false",
+    "allowNonNumericNumbers": "false",
+}
+# Spark's JSON reader stops after the first value and ignores what follows. Each
+# object is read as the value of this wrapper: the closing field only parses when
+# nothing but whitespace follows the object, so `{…}{…}` or `{…} junk` is malformed
+# instead of silently losing its tail.
+_END_FIELD = "__cdc_end__"
+_WRAPPED = StructType([StructField("v", JSON_MAP), StructField(_END_FIELD, IntegerType())])
+# A \uD800-\uDFFF escape that is not half of a pair is not Unicode text; Spark would
+# store it as '?'. Matched on the JSON text, skipping escaped backslashes.
+_LONE_SURROGATE = (
+    r"(?<!\\)(?:\\\\)*\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\)(?:\\\\)*(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+# Integer columns and the ordering fields take a JSON integer, or a string of exactly
+# an optional sign and ASCII digits: no fraction, exponent, whitespace or other digits.
+INTEGER_PATTERN = r"^[+-]?[0-9]+$"
+INTEGER_TYPES = ("tinyint", "smallint", "int", "bigint")
+# Timestamp columns take RFC 3339 text as Debezium's ZonedTimestamp writes it: date,
+# 'T' (or a space), time with seconds, at most 6 fraction digits (the column's
+# precision: nothing is rounded), and a zone, 'Z' or ±HH:MM up to ±18:00. A time
+# without a zone is ambiguous and does not fit.
+TIMESTAMP_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"(Z|[+-]((0[0-9]|1[0-7]):[0-5][0-9]|18:00))$"
+)
+# ... and only instants from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z
+# (microseconds since the epoch), the range every reader of the table can represent.
+TIMESTAMP_MIN_MICROS = -62_135_596_800_000_000
+TIMESTAMP_MAX_MICROS = 253_402_300_799_999_999
 
-def _json_map(text: Column) -> Column:
-    """Parse a JSON object into map<string,string>; nested values keep their JSON text."""
-    return F.from_json(text, JSON_MAP, {"mode": "PERMISSIVE"})
+
+def _json_read(text: Column) -> Column:
+    """Spark's reading of ``text`` as the object of the wrapper above (a struct)."""
+    return F.from_json(
+        F.concat(F.lit('{"v":'), text, F.lit(f',"{_END_FIELD}":1}}')), _WRAPPED, JSON_OPTIONS
+    )
 
 
-def _unwrap(root: Column) -> Column:
-    """The ``payload`` of a ``{"schema":…,"payload":…}`` wrapper, else the object itself."""
-    wrapped = F.map_contains_key(root, "payload") & F.map_contains_key(root, "schema")
-    return F.when(wrapped, _json_map(root["payload"])).otherwise(root)
+def _json_object(read: Column, text: Column) -> Column:
+    """The map<string,string> of a ``_json_read``, or null.
+
+    Null unless ``text`` is exactly one strict JSON object (whitespace around it is
+    fine), with no duplicate key at its top level and no lone surrogate escape.
+    Nested values keep their compact JSON text: ``1`` -> ``1``, ``true`` -> ``true``,
+    ``1e3`` -> ``1000.0``, ``{"a": [1]}`` -> ``{"a":[1]}``.
+    """
+    parsed = F.when(read[_END_FIELD] == 1, read["v"])
+    keys = F.map_keys(parsed)
+    unique = F.size(keys) == F.size(F.array_distinct(keys))
+    return F.when(unique & ~text.rlike(_LONE_SURROGATE), parsed)
+
+
+def _is_wrapped(root: Column) -> Column:
+    """A ``{"schema":…,"payload":…}`` wrapper: the change is its ``payload``."""
+    return F.map_contains_key(root, "payload") & F.map_contains_key(root, "schema")
+
+
+def _parse_objects(frame: DataFrame, texts: dict[str, Column]) -> DataFrame:
+    """Add one map column per ``{name: JSON text}``, each read once.
+
+    Reading and checking are separate projections so that Spark evaluates each
+    from_json once per row instead of inlining it into every use.
+    """
+    frame = frame.select(
+        "*",
+        *[text.alias(f"_{n}_text") for n, text in texts.items()],
+    )
+    frame = frame.select("*", *[_json_read(F.col(f"_{n}_text")).alias(f"_{n}_read") for n in texts])
+    return frame.select(
+        "*",
+        *[_json_object(F.col(f"_{n}_read"), F.col(f"_{n}_text")).alias(n) for n in texts],
+    )
 
 
 def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
@@ -44,14 +112,35 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
     schema block when wrapped), and ``problem``: null, or why the record cannot
     be applied. Kafka tombstones (null value) are flagged ``kafka_tombstone``:
     they carry no new state after the delete that precedes them.
+
+    A value must be UTF-8 text holding exactly one strict JSON object; the
+    envelope, its payload, source block and row image must be JSON objects with
+    unique keys. A Kafka key that is not such an object is not used.
     """
+    kafka = ("key", "value", "topic", "partition", "offset", "timestamp")
     value_text = F.col("value").cast("string")
-    root = _json_map(value_text)
-    body = _unwrap(root)
-    key_root = _unwrap(_json_map(F.col("key").cast("string")))
-    wrapped_schema = F.when(
-        F.map_contains_key(root, "payload") & F.map_contains_key(root, "schema"), root["schema"]
+    key_text = F.col("key").cast("string")
+    frame = raw.select(*kafka)
+    frame = _parse_objects(
+        frame, {"_root": value_text, "_key_root": F.when(F.is_valid_utf8(key_text), key_text)}
     )
+    root, key_root = F.col("_root"), F.col("_key_root")
+    frame = _parse_objects(
+        frame,
+        {
+            "_payload": F.when(_is_wrapped(root), root["payload"]),
+            "_key_payload": F.when(_is_wrapped(key_root), key_root["payload"]),
+        },
+    )
+    frame = frame.select(
+        *kafka,
+        value_text.alias("_value_text"),
+        F.when(_is_wrapped(root), F.col("_payload")).otherwise(root).alias("_body"),
+        F.when(_is_wrapped(key_root), F.col("_key_payload")).otherwise(key_root).alias("_key"),
+        F.when(_is_wrapped(root), root["schema"]).alias("schema_json"),
+        root.isNull().alias("_bad_json"),
+    )
+    body = F.col("_body")
 
     if event_format == "flattened":
         deleted = F.lower(F.coalesce(body["__deleted"], F.lit("false"))) == "true"
@@ -62,51 +151,68 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         source_ok = F.lit(True)
     else:
         op = body["op"]
-        source = _json_map(body["source"])
-        ts_raw = source["ts_ms"]
-        lsn_raw = source["lsn"]
-        after = _json_map(body["after"])
-        before = _json_map(body["before"])
-        row = F.when(op == "d", before).otherwise(after)
-        source_ok = source.isNotNull()
+        frame = _parse_objects(
+            frame,
+            {
+                "_source": body["source"],
+                "_image": F.when(op == "d", body["before"]).otherwise(body["after"]),
+            },
+        )
+        ts_raw = F.col("_source")["ts_ms"]
+        lsn_raw = F.col("_source")["lsn"]
+        row = F.col("_image")
+        source_ok = F.col("_source").isNotNull()
 
-    parsed = raw.select(
-        "key",
-        "value",
-        "topic",
-        "partition",
-        "offset",
-        "timestamp",
+    parsed = frame.select(
+        *kafka,
         op.alias("op"),
         ts_raw.alias("ts_ms_raw"),
         lsn_raw.alias("lsn_raw"),
         row.alias("row"),
-        F.coalesce(row[SOURCE_KEY], key_root[SOURCE_KEY]).alias("key_raw"),
-        wrapped_schema.alias("schema_json"),
-        root.isNull().alias("_bad_json"),
+        F.coalesce(row[SOURCE_KEY], F.col("_key")[SOURCE_KEY]).alias("key_raw"),
+        "schema_json",
+        (~F.is_valid_utf8(F.col("_value_text"))).alias("_bad_utf8"),
+        F.col("_value_text").rlike(_LONE_SURROGATE).alias("_bad_unicode"),
+        "_bad_json",
         body.isNull().alias("_bad_body"),
         source_ok.alias("_source_ok"),
         F.col("value").isNull().alias("kafka_tombstone"),
     )
-    ts_ms = F.col("ts_ms_raw").try_cast("bigint")
-    lsn = F.col("lsn_raw").try_cast("bigint")
+    ts_ms = _typed(F.col("ts_ms_raw"), "bigint")
+    lsn = _typed(F.col("lsn_raw"), "bigint")
     problem = (
         F.when(F.col("kafka_tombstone"), F.lit(None).cast("string"))
-        .when(F.col("_bad_json"), F.lit("value is not a JSON object"))
-        .when(F.col("_bad_body"), F.lit("payload is not a JSON object"))
+        .when(F.col("_bad_utf8"), F.lit("value is not valid UTF-8"))
+        .when(
+            F.col("_bad_unicode"),
+            F.lit("value holds an unpaired surrogate escape (\\uD800-\\uDFFF): not Unicode text"),
+        )
+        .when(
+            F.col("_bad_json"),
+            F.lit("value is not a JSON object (one strict JSON object, unique keys)"),
+        )
+        .when(F.col("_bad_body"), F.lit("payload is not a JSON object (or repeats a key)"))
         .when(F.col("op").isNull(), F.lit("no op field"))
         .when(F.col("op") == "t", F.lit("truncate event (op=t)"))
         .when(
             ~F.col("op").isin(*VALID_OPS), F.concat(F.lit("unknown op '"), F.col("op"), F.lit("'"))
         )
-        .when(~F.col("_source_ok"), F.lit("source block missing or not an object"))
+        .when(
+            ~F.col("_source_ok"), F.lit("source block missing or not an object (or repeats a key)")
+        )
         .when(F.col("ts_ms_raw").isNull(), F.lit("ordering field source.ts_ms is null"))
-        .when(ts_ms.isNull(), F.lit("ordering field source.ts_ms is not a number"))
+        .when(
+            ts_ms.isNull(), F.lit("ordering field source.ts_ms is not a number (a 64-bit integer)")
+        )
         .when(F.col("lsn_raw").isNull(), F.lit("ordering field source.lsn is null"))
-        .when(lsn.isNull(), F.lit("ordering field source.lsn is not a number"))
+        .when(lsn.isNull(), F.lit("ordering field source.lsn is not a number (a 64-bit integer)"))
         .when(
             F.col("row").isNull() & (F.col("op") != "d"),
-            F.concat(F.lit("no row image (after) for op '"), F.col("op"), F.lit("'")),
+            F.concat(
+                F.lit("no row image (after) for op '"),
+                F.col("op"),
+                F.lit("' (or it repeats a key)"),
+            ),
         )
         .when(F.col("key_raw").isNull(), F.lit(f"no {SOURCE_KEY} in the event or the Kafka key"))
     )
@@ -129,12 +235,17 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
 
 
 def _typed(raw: Column, spark_type: str) -> Column:
+    """``raw`` (JSON text) as ``spark_type``, null when it does not fit (see the patterns above)."""
     if spark_type == "string":
         return raw
     if spark_type == "timestamp":
-        return raw.try_cast("timestamp")
+        moment = F.when(raw.rlike(TIMESTAMP_PATTERN), raw.try_cast("timestamp"))
+        in_range = F.unix_micros(moment).between(TIMESTAMP_MIN_MICROS, TIMESTAMP_MAX_MICROS)
+        return F.when(in_range, moment)
     if spark_type == "boolean":
         return F.when(F.lower(raw).isin("true", "false"), F.lower(raw) == "true")
+    if spark_type in INTEGER_TYPES:
+        return F.when(raw.rlike(INTEGER_PATTERN), raw.try_cast(spark_type))
     return raw.try_cast(spark_type)
 
 

@@ -10,16 +10,24 @@ contract as written in the product brief:
 * deletes remove the row and are remembered with their sequence;
 * a TOAST placeholder keeps the value the key held before the change;
 * a record that cannot be applied is dead-lettered, Kafka tombstones are
-  ignored, ``op = t`` is dead-lettered (the default truncate policy).
+  ignored, ``op = t`` is dead-lettered (the default truncate policy);
+* a record is one strict JSON object in UTF-8 (RFC 8259: no NaN, no single
+  quotes, nothing after the object, no unpaired surrogate escape); the envelope,
+  payload, source block and row image have unique keys; a value must fit its
+  column exactly: integers are JSON integers or strings of a sign and ASCII
+  digits, timestamps are RFC 3339 with a zone and at most microseconds, in years
+  1 to 9999; string columns take other JSON values as their compact JSON text.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 PLACEHOLDER = "__debezium_unavailable_value"
@@ -37,7 +45,6 @@ DATA_COLUMNS = (
     "updated_at",
     "word_count",
 )
-_INTEGER = re.compile(r"^[+-]?\d+$")
 
 
 @dataclass(frozen=True)
@@ -56,16 +63,85 @@ class Folded:
     applied: int = 0
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+# RFC 3339 as Debezium's ZonedTimestamp writes it: seconds, at most 6 fraction digits,
+# a zone (Z or an offset up to 18:00); a time without a zone is ambiguous.
+_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-](([01]\d):[0-5]\d))",
+    re.ASCII,
+)
+# Limits of a JSON record: longer numbers or strings, or deeper nesting, are malformed.
+MAX_NUMBER_DIGITS = 1000
+MAX_STRING_CHARS = 20_000_000  # UTF-16 code units
+MAX_DEPTH = 998
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Pairs(list):  # type: ignore[type-arg]
+    """A JSON object as its (key, value) pairs in order, so repeated keys stay visible."""
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise ValueError("number too long")
+    return int(text)
+
+
+def _check(value: Any) -> None:
+    """Reject text that is not Unicode (lone surrogates), and values beyond the limits."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise ValueError("lone surrogate")
+            if (
+                len(item) > MAX_STRING_CHARS // 2
+                and len(item.encode("utf-16-le")) // 2 > MAX_STRING_CHARS
+            ):
+                raise ValueError("string too long")
+        elif isinstance(item, (_Pairs, list)):
+            if depth > MAX_DEPTH:
+                raise ValueError("nested too deep")
+            for element in item:
+                if isinstance(item, _Pairs):
+                    stack.append((element[0], depth))
+                    stack.append((element[1], depth + 1))
+                else:
+                    stack.append((element, depth + 1))
+
+
+def _parse(text: bytes | str) -> Any:
+    """Strict JSON (RFC 8259) from UTF-8 bytes or text; ValueError when it is not."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")  # strict: no BOM stripping, no UTF-16/32 guessing
+    try:
+        value = json.loads(
+            text, object_pairs_hook=_Pairs, parse_constant=_no_constant, parse_int=_bounded_int
+        )
+    except RecursionError as exc:
+        raise ValueError("nested too deep") from exc
+    _check(value)
+    return value
+
+
 def _object(text: Any) -> dict[str, Any] | None:
+    """A JSON object with unique keys: given parsed, or as JSON text; else None."""
     if isinstance(text, dict):
         return text
     if isinstance(text, (bytes, str)):
         try:
-            value = json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+            text = _parse(text)
+        except ValueError:  # includes UnicodeDecodeError
             return None
-        return value if isinstance(value, dict) else None
-    return None
+    if not isinstance(text, _Pairs):
+        return None
+    value = dict(text)
+    return value if len(value) == len(text) else None
 
 
 def _unwrap(obj: dict[str, Any]) -> Any:
@@ -74,13 +150,63 @@ def _unwrap(obj: dict[str, Any]) -> Any:
     return obj
 
 
-def _as_int(value: Any) -> int | None:
+def _java_double(number: float) -> str:
+    """A double as Java's Double.toString writes it (Spark renders JSON numbers so)."""
+    if math.isinf(number):
+        return "Infinity" if number > 0 else "-Infinity"
+    if number == 0:
+        return "-0.0" if math.copysign(1.0, number) < 0 else "0.0"
+    sign = "-" if number < 0 else ""
+    shortest = Decimal(repr(abs(number)))
+    if 1e-3 <= abs(number) < 1e7:
+        plain = format(shortest, "f")
+        return sign + (plain if "." in plain else plain + ".0")
+    digits = "".join(map(str, shortest.as_tuple().digits)).rstrip("0") or "0"
+    exponent = shortest.adjusted()
+    return f"{sign}{digits[0]}.{digits[1:] or '0'}E{exponent}"
+
+
+def _escaped(text: str) -> str:
+    quoted = json.dumps(text, ensure_ascii=False)
+    return re.sub(
+        r"(?<!\\)((?:\\\\)*)\\u([0-9a-f]{4})", lambda m: m[1] + "\\u" + m[2].upper(), quoted
+    )
+
+
+def _compact(value: Any) -> str:
+    """Compact JSON text of a nested value, as Spark's JSON writer renders it."""
+    if isinstance(value, str):
+        return _escaped(value)
+    if isinstance(value, _Pairs):
+        return "{" + ",".join(f"{_escaped(k)}:{_compact(v)}" for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_compact(v) for v in value) + "]"
+    if isinstance(value, float) and math.isinf(value):
+        return _escaped(_java_double(value))  # written as a string: JSON has no infinity
+    return _text(value) or "null"
+
+
+def _text(value: Any) -> str | None:
+    """A JSON value as text: strings as they are, other values as compact JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _java_double(value)
+    return _compact(value)
+
+
+def _as_int(value: Any, bits: int = 64) -> int | None:
+    """A JSON integer, or a string of exactly a sign and ASCII digits, within range."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    if isinstance(value, str) and _INTEGER.fullmatch(value) and len(value) <= 25:
+        value = int(value)
+    if isinstance(value, int) and -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
         return value
-    if isinstance(value, str) and _INTEGER.match(value.strip()):
-        return int(value)
     return None
 
 
@@ -89,23 +215,20 @@ def _typed(column: str, value: Any) -> tuple[bool, Any]:
     if value is None or value == PLACEHOLDER:
         return True, value
     if column in INT_COLUMNS:
-        number = _as_int(value)
-        return (number is not None and -(2**31) <= number < 2**31), number
+        number = _as_int(value, 32)
+        return number is not None, number
     if column in TIMESTAMP_COLUMNS:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
+            return False, None
+        offset = value[-6:]
+        if offset[0] in "+-" and offset[1:] > "18:00":
             return False, None
         try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+        except (ValueError, OverflowError):  # no such date, or outside years 1-9999
             return False, None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return True, moment.astimezone(UTC)
-    if isinstance(value, (dict, list)):
-        return True, json.dumps(value, separators=(",", ":"))
-    if isinstance(value, bool):
-        return True, "true" if value else "false"
-    return True, str(value) if not isinstance(value, str) else value
+        return True, moment
+    return True, _text(value)
 
 
 def decode(record: Record, event_format: str = "envelope") -> tuple[str, Any]:
@@ -119,30 +242,31 @@ def decode(record: Record, event_format: str = "envelope") -> tuple[str, Any]:
     if body is None:
         return "dead", "payload not an object"
     if event_format == "flattened":
-        op = "d" if str(body.get("__deleted", "false")).lower() == "true" else body.get("__op")
+        deleted = (_text(body.get("__deleted")) or "false").lower() == "true"
+        op = "d" if deleted else body.get("__op")
         ts, lsn = body.get("__source_ts_ms"), body.get("__lsn")
-        row = {k: v for k, v in body.items() if not k.startswith("__")}
+        row: Any = {k: v for k, v in body.items() if not k.startswith("__")}
     else:
         op = body.get("op")
-        source = body.get("source")
-        if op in ("c", "u", "r", "d") and not isinstance(source, dict):
+        source = _object(body.get("source"))
+        if op in ("c", "u", "r", "d") and source is None:
             return "dead", "no source"
-        source = source if isinstance(source, dict) else {}
+        source = source or {}
         ts, lsn = source.get("ts_ms"), source.get("lsn")
-        row = body.get("before") if op == "d" else body.get("after")
+        row = _object(body.get("before") if op == "d" else body.get("after"))
     if op not in ("c", "u", "r", "d"):
         return "dead", f"op {op!r}"
     ts_i, lsn_i = _as_int(ts), _as_int(lsn)
-    if ts_i is None or lsn_i is None or not all(-(2**63) <= v < 2**63 for v in (ts_i, lsn_i)):
+    if ts_i is None or lsn_i is None:
         return "dead", "ordering field"
-    if op != "d" and not isinstance(row, dict):
+    if op != "d" and row is None:
         return "dead", "no row"
-    row = row if isinstance(row, dict) else {}
-    key = row.get(KEY)
+    row = row or {}
+    key = _text(row.get(KEY))
     if key is None and record.key is not None:
         key_obj = _object(record.key)
         inner = _object(_unwrap(key_obj)) if key_obj is not None else None
-        key = inner.get(KEY) if inner else None
+        key = _text(inner.get(KEY)) if inner else None
     if key is None:
         return "dead", "no key"
     typed: dict[str, Any] = {}
@@ -151,9 +275,9 @@ def decode(record: Record, event_format: str = "envelope") -> tuple[str, Any]:
         if not fits:
             return "dead", f"{column} does not fit"
         typed[column] = value
-    typed[KEY] = str(key) if not isinstance(key, str) else key
+    typed[KEY] = key
     seq = (ts_i, lsn_i, record.partition, record.offset)
-    return "ok", (typed[KEY], op, seq, typed)
+    return "ok", (key, op, seq, typed)
 
 
 def _rank(seq: tuple[int, int, int, int], order: str) -> tuple[int, int, int, int]:

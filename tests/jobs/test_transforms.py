@@ -68,12 +68,23 @@ def test_delete_takes_key_from_before_image(spark: Any) -> None:
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
-        (b"{oops", "value is not a JSON object"),
+        (b"{oops", "value is not a JSON object (one strict JSON object, unique keys)"),
         (_value("x", "a", 1, 1), "unknown op 'x'"),
         (_value("t", "a", 1, 1), "truncate event (op=t)"),
         (_value("c", "a", None, 1), "ordering field source.ts_ms is null"),
-        (_value("c", "a", "soon", 1), "ordering field source.ts_ms is not a number"),
-        (_value("c", "a", 1, "0/16B3748"), "ordering field source.lsn is not a number"),
+        (
+            _value("c", "a", "soon", 1),
+            "ordering field source.ts_ms is not a number (a 64-bit integer)",
+        ),
+        (
+            _value("c", "a", 1, "0/16B3748"),
+            "ordering field source.lsn is not a number (a 64-bit integer)",
+        ),
+        (b"\xff{}", "value is not valid UTF-8"),
+        (
+            _value("c", "a", 1, 1, title="\ud800"),
+            "value holds an unpaired surrogate escape (\\uD800-\\uDFFF): not Unicode text",
+        ),
     ],
 )
 def test_problems_are_named(spark: Any, value: bytes, problem: str) -> None:
