@@ -161,3 +161,33 @@ def test_damaged_checkpoint_reruns_are_exact(
     assert_rerun_changes_nothing(settings, lambda: drain(spark, settings))
     with capsys.disabled():
         print("\ncorrupt checkpoint cases: " + "; ".join(timings))
+
+
+def test_leftovers_of_a_first_batch_never_committed(
+    spark: Any, pipeline: Settings, scenario_report: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed while writing batch 0's commit: Spark would refuse the files left behind."""
+    name = "corrupt checkpoint: leftovers of a batch 0 never committed"
+    scenario_report(
+        name=name,
+        injected="offsets/0 set aside and temp files in offsets/ and commits/, nothing committed",
+        invariants=["I1", "I2", "I3", "I4", "I5", "I6", "clear message"],
+    )
+    settings = pipeline.replace(max_offsets_per_trigger=150)
+    records = send(settings, ArticleSource(seed=76, partitions=2).random_history(300, 60), 2)
+    root = Path(settings.checkpoint_location)
+    for directory in ("offsets", "commits", "sources/0"):
+        (root / directory).mkdir(parents=True)
+    (root / "metadata").write_text('{"id":"6e742dfb-ced7-4fce-b956-203f5fd3d244"}')
+    (root / "offsets" / ".0.uncommitted-20260101T000000").write_text("v1\n{}\n{}\n")
+    (root / "offsets" / ".1.5e0c.tmp").write_bytes(b"")
+    (root / "commits" / ".0.82ca7cb5.tmp").write_bytes(b"")
+    (root / "commits" / "..0.82ca7cb5.tmp.crc").write_bytes(b"")
+
+    with caplog.at_level(logging.WARNING, logger="cdc_to_iceberg"):
+        drain(spark, settings)
+
+    assert "cannot be restarted (no batch committed yet" in caplog.text
+    counts = check_invariants(settings, records)
+    assert_rerun_changes_nothing(settings, lambda: drain(spark, settings))
+    scenario_report(name=name, counts=counts)
