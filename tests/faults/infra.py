@@ -65,7 +65,12 @@ def stdout_so_far(job: Job) -> str:
     return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
 
-def wait_for_batches(job: Job, count: int, timeout: float = 300) -> int:
+def stderr_so_far(job: Job) -> str:
+    fd = job.stderr.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+
+def wait_for_batches(job: Job, count: int, timeout: float = 600) -> int:
     """Wait until the job reported ``count`` committed batches (or ended); returns how many."""
     deadline = time.monotonic() + timeout
     seen = 0
@@ -74,7 +79,19 @@ def wait_for_batches(job: Job, count: int, timeout: float = 300) -> int:
         if seen >= count or job.process.poll() is not None:
             return seen
         time.sleep(0.5)
-    raise AssertionError(f"the drain reported {seen} batches in {timeout}s, waited for {count}")
+    raise AssertionError(
+        f"the drain reported {seen} batches in {timeout}s, waited for {count}; "
+        f"its output so far:\n{stdout_so_far(job)[-2000:]}\n{stderr_so_far(job)[-4000:]}"
+    )
+
+
+def assert_still_running(job: Job, batches: int) -> None:
+    """The fault lands mid-drain: the job has committed ``batches`` and is still running."""
+    assert batches >= 1, "the drain committed no batch"
+    assert job.process.poll() is None, (
+        f"the drain ended after {batches} batches, before the fault could be injected: "
+        "give it more records"
+    )
 
 
 _ERROR = re.compile(r"\b([A-Za-z_][\w.$]*(?:Exception|Error))\b:? ?([^\n]{0,240})")
@@ -94,7 +111,7 @@ def settle(
     *,
     expected_error: str | None = None,
     before_rerun: Callable[[], None] | None = None,
-    rerun_timeout: float = 900,
+    rerun_timeout: float = 1500,
 ) -> dict[str, Any]:
     """Check a drain that ran through a fault, rerun it if it failed, check it is exact.
 

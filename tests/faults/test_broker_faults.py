@@ -21,7 +21,13 @@ from pathlib import Path
 
 import pytest
 from harness import kill_job, run_job, start_job, wait_job
-from infra import free_port_pair, own_pipeline, settle, wait_for_batches
+from infra import (
+    assert_still_running,
+    free_port_pair,
+    own_pipeline,
+    settle,
+    wait_for_batches,
+)
 from invariants import assert_rerun_changes_nothing, snapshot_ids
 from proxy import CuttingProxy
 from reference_fold import Record
@@ -58,7 +64,7 @@ def own_broker(work_dir: Path) -> Iterator[Callable[..., KafkaBroker]]:
         shutil.rmtree(broker.data_dir, ignore_errors=True)
 
 
-def _history(settings: Settings, seed: int, events: int = 1200) -> list[Record]:
+def _history(settings: Settings, seed: int, events: int = 800) -> list[Record]:
     source = ArticleSource(seed=seed, partitions=2)
     messages = source.random_history(events, 150, snapshot_rows=60, redelivery_share=0.03)
     return send(settings, messages, 2)
@@ -87,7 +93,8 @@ def test_broker_killed_and_restarted_mid_drain(
 
     job = start_job(settings)
     try:
-        assert wait_for_batches(job, 1) >= 1
+        batches_before = wait_for_batches(job, 1)
+        assert_still_running(job, batches_before)
         before = snapshot_ids(settings)
         killed_at = time.monotonic()
         broker.kill()
@@ -95,14 +102,21 @@ def test_broker_killed_and_restarted_mid_drain(
         time.sleep(5)
         broker.start()
         down_s = time.monotonic() - killed_at
-        first = wait_job(job, timeout=900)
+        first = wait_job(job, timeout=1500)
     except BaseException:
         kill_job(job)
         raise
 
     counts = settle(settings, records, first, before)
     assert_rerun_changes_nothing(settings, lambda: run_job(settings))
-    scenario_report(name=name, counts={"broker down s": round(down_s, 1), **counts})
+    scenario_report(
+        name=name,
+        counts={
+            "broker down s": round(down_s, 1),
+            "batches before fault": batches_before,
+            **counts,
+        },
+    )
 
 
 def test_broker_frozen_for_a_minute_mid_drain(
@@ -125,20 +139,21 @@ def test_broker_frozen_for_a_minute_mid_drain(
 
     job = start_job(settings)
     try:
-        assert wait_for_batches(job, 1) >= 1
+        batches_before = wait_for_batches(job, 1)
+        assert_still_running(job, batches_before)
         before = snapshot_ids(settings)
         broker.pause()
         try:
             time.sleep(60)
         finally:
             broker.resume()
-        first = wait_job(job, timeout=900)
+        first = wait_job(job, timeout=1500)
     except BaseException:
         kill_job(job)
         raise
 
     counts = settle(settings, records, first, before)
-    scenario_report(name=name, counts=counts)
+    scenario_report(name=name, counts={"batches before fault": batches_before, **counts})
 
 
 def test_connections_cut_by_a_proxy_mid_drain(
@@ -167,14 +182,15 @@ def test_connections_cut_by_a_proxy_mid_drain(
         job = start_job(settings)
         dropped = []
         try:
-            assert wait_for_batches(job, 1) >= 1
+            batches_before = wait_for_batches(job, 1)
+            assert_still_running(job, batches_before)
             before = snapshot_ids(settings)
             for _ in range(4):
                 if job.process.poll() is not None:
                     break
                 dropped.append(proxy.cut())
                 time.sleep(5)
-            first = wait_job(job, timeout=900)
+            first = wait_job(job, timeout=1500)
         except BaseException:
             kill_job(job)
             raise
@@ -185,6 +201,7 @@ def test_connections_cut_by_a_proxy_mid_drain(
         scenario_report(
             name=name,
             counts={
+                "batches before fault": batches_before,
                 "cuts": len(dropped),
                 "connections reset": sum(dropped),
                 "connections through proxy": proxy.accepted,
@@ -262,12 +279,12 @@ def test_aborted_transactions_mid_drain_never_land(
     job = start_job(settings)
     writer = threading.Thread(target=write_during_drain, name="tx-writer")
     try:
-        assert wait_for_batches(job, 1) >= 1
+        assert_still_running(job, wait_for_batches(job, 1))
         writer.start()
         writer.join(timeout=120)
         held.abort_transaction()
         held.close()
-        first = wait_job(job, timeout=900)
+        first = wait_job(job, timeout=1500)
     except BaseException:
         kill_job(job)
         raise
