@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
@@ -49,6 +53,61 @@ def _with_table(settings: Settings, table: str | None) -> Settings:
         raise AirflowFailException(str(error)) from None
 
 
+class _DriverGroupSparkSubmitHook(SparkSubmitHook):
+    """spark-submit in a process group of its own; ``on_kill`` ends the whole group.
+
+    The provider's hook kills only the spark-submit JVM. In client mode the
+    Python driver is a child of that JVM: it would outlive a task timeout,
+    still holding the checkpoint lock (the retry would then be refused) and
+    possibly still writing. Here the JVM, the Python driver and its workers
+    are stopped together (SIGTERM, then SIGKILL after a grace period), and
+    ``on_kill`` returns only once they are gone.
+    """
+
+    kill_grace_s: float = 10.0
+
+    def submit(self, application: str = "", **kwargs: Any) -> str | None:
+        kwargs.setdefault("start_new_session", True)
+        return super().submit(application, **kwargs)
+
+    def on_kill(self) -> None:
+        process = self._submit_sp
+        group = process.pid if process is not None else None
+        if process is not None and group is not None and _group_alive(group):
+            self.log.info("Stopping the spark-submit process group %s", group)
+            _signal_group(group, signal.SIGTERM)
+            if not _wait_group_gone(process, self.kill_grace_s):
+                self.log.warning("spark-submit group %s still running: SIGKILL", group)
+                _signal_group(group, signal.SIGKILL)
+                _wait_group_gone(process, 30.0)
+        super().on_kill()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, sig)
+
+
+def _wait_group_gone(process: Any, timeout: float) -> bool:
+    """Wait until no process of the group led by ``process`` is left (reaping the leader)."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None or _group_alive(process.pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 class _SparkJobOperator(SparkSubmitOperator):
     """spark-submit of one of the product's jobs with Settings as its only configuration."""
 
@@ -66,6 +125,12 @@ class _SparkJobOperator(SparkSubmitOperator):
         super().__init__(application=str(self.job_file), conn_id=spark_conn_id, **kwargs)
         self.kafka_conn_id = kafka_conn_id
         self.table = table
+
+    def _get_hook(self) -> SparkSubmitHook:
+        hook = super()._get_hook()
+        # same configuration, with a driver that a timeout or a mark-failed really stops
+        hook.__class__ = _DriverGroupSparkSubmitHook
+        return hook
 
     def job_settings(self) -> Settings:
         settings = CdcKafkaHook(self.kafka_conn_id).settings()
