@@ -254,8 +254,12 @@ def test_aborted_transactions_mid_drain_never_land(
     records += _send_transaction(settings, source, 150, 40, abort=False)
 
     # a transaction left open: read_committed readers stop before it until it ends
+    # (its timeout outlasts the drain: the coordinator would abort it by itself after 60 s)
     held = KafkaProducer(
-        transactional_id="tx-held", enable_idempotence=True, **settings.kafka_python_config()
+        transactional_id="tx-held",
+        enable_idempotence=True,
+        transaction_timeout_ms=900_000,
+        **settings.kafka_python_config(),
     )
     held.init_transactions()
     held.begin_transaction()
