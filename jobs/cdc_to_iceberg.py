@@ -175,6 +175,7 @@ class _Scan:
     truncates: int
     truncate_seq: tuple[Any, ...] | None
     toast: int
+    toast_creates: int
     keys: int
 
 
@@ -323,6 +324,9 @@ class BatchWriter:
                     "truncate_seq"
                 ),
                 total(valid & (F.size("unavailable") > 0)).alias("toast"),
+                total(valid & (F.size("unavailable") > 0) & (F.col("cdc_op") == "c")).alias(
+                    "toast_creates"
+                ),
                 F.count_distinct(F.when(valid, F.col(SOURCE_KEY))).alias("keys"),
             )
             .collect()
@@ -352,6 +356,7 @@ class BatchWriter:
             if every and every["truncate_seq"] is not None
             else None,
             toast=whole("toast"),
+            toast_creates=whole("toast_creates"),
             keys=whole("keys"),
         )
 
@@ -409,10 +414,13 @@ class BatchWriter:
             typed = retyped
             scan = self._scan(typed)
             STEPS.mark("rescan")
-        self._write(typed, scan, batch_id, metrics, start, end, [n for n, _ in columns], cached)
+        self._write(
+            batch, typed, scan, batch_id, metrics, start, end, [n for n, _ in columns], cached
+        )
 
     def _write(
         self,
+        batch: DataFrame,
         typed: DataFrame,
         scan: _Scan,
         batch_id: int,
@@ -446,6 +454,15 @@ class BatchWriter:
             valid = valid.where(
                 transforms.sequence(order=order) > F.struct(*[F.lit(v) for v in truncate_seq])
             )
+        if scan.toast_creates and "headers" in batch.columns:
+            # a key change whose create lacks TOASTed values: take them from the old key
+            valid = transforms.fill_from_old_key(
+                valid,
+                transforms.old_keys(batch),
+                self.spark.sql(f"SELECT * FROM {tables.live}"),
+                data_columns,
+                order,
+            ).localCheckpoint()  # materialized: the MERGE must not re-read the table it writes
         collapsed = transforms.collapse_newest(valid, data_columns, order)
         if scan.deletes:
             collapsed = collapsed.persist()  # read by both MERGEs
@@ -976,7 +993,7 @@ def drain(
             .option("startingOffsets", start_json)
             .option("failOnDataLoss", "true")
             .option("kafka.isolation.level", "read_committed")
-            .option("includeHeaders", "false")
+            .option("includeHeaders", "true")  # __debezium.oldkey of key changes
         )
         for key, value in settings.kafka_client_config().items():
             reader = reader.option(f"kafka.{key}", value)

@@ -348,3 +348,103 @@ def collapse_newest(
     )
     out.append(F.col("_events"))
     return grouped.withColumn("cdc_op_n", F.col("_n.cdc_op")).select(*out)
+
+
+# -- primary-key changes of rows with TOASTed columns ---------------------------
+
+OLD_KEY_HEADER = "__debezium.oldkey"
+
+
+def old_keys(raw: DataFrame) -> DataFrame:
+    """``partition, offset, old_key`` of the records Debezium marks as a key change.
+
+    Debezium sends a primary-key update as a delete of the old key and a create
+    of the new one; the create carries the old key in the ``__debezium.oldkey``
+    header (the key as its converter wrote it, with or without the schema
+    wrapper). Needs the Kafka source's ``includeHeaders``.
+    """
+    header = F.filter(F.col("headers"), lambda h: h["key"] == OLD_KEY_HEADER)
+    text = F.element_at(header, 1)["value"].cast("string")
+    old_key = F.coalesce(
+        F.get_json_object(text, f"$.payload.{SOURCE_KEY}"),
+        F.get_json_object(text, f"$.{SOURCE_KEY}"),
+    )
+    return raw.where(F.size(header) > 0).select("partition", "offset", old_key.alias("old_key"))
+
+
+def fill_from_old_key(
+    events: DataFrame,
+    old: DataFrame,
+    stored: DataFrame,
+    columns: Sequence[str],
+    order: Sequence[str] = SEQUENCE,
+) -> DataFrame:
+    """Give the create of a key change the values its TOAST placeholders stand for.
+
+    Under Postgres' default replica identity, an unchanged TOASTed column of a
+    row whose key changes arrives as the placeholder in the create of the new
+    key, which has no stored value of its own. The value is the old key's: the
+    newest available one among the batch's earlier changes of the old key, else
+    the one ``stored`` (the live table) holds for it. ``events`` are typed
+    valid changes; ``old`` comes from :func:`old_keys`. Other events pass as
+    they are.
+    """
+    targets = events.join(old, ["partition", "offset"]).where(
+        (F.col("cdc_op") == "c") & (F.size("unavailable") > 0)
+    )
+    data = [c for c in columns if c != SOURCE_KEY]
+    seq = sequence(order=order)
+    donors = events.where(F.col("cdc_op") != "d").select(
+        F.col(SOURCE_KEY).alias("_dkey"),
+        seq.alias("_dseq"),
+        F.col("unavailable").alias("_dun"),
+        *[F.col(c).alias(f"_d_{c}") for c in data],
+    )
+    in_batch = (
+        targets.select("partition", "offset", "old_key", seq.alias("_tseq"))
+        .join(
+            donors,
+            (F.col("_dkey") == F.col("old_key")) & (F.col("_dseq") < F.col("_tseq")),
+            "left",
+        )
+        .groupBy("partition", "offset")
+        .agg(
+            *[
+                F.max_by(
+                    F.struct(F.col(f"_d_{c}").alias("v")),
+                    F.when(
+                        F.col("_dseq").isNotNull() & ~F.array_contains(F.col("_dun"), c),
+                        F.col("_dseq"),
+                    ),
+                ).alias(f"_b_{c}")
+                for c in data
+            ]
+        )
+    )
+    table = stored.select(
+        F.col(SOURCE_KEY).alias("_lkey"),
+        F.lit(True).alias("_lrow"),
+        *[F.col(c).alias(f"_l_{c}") for c in data],
+    )
+    joined = targets.join(in_batch, ["partition", "offset"], "left").join(
+        table, F.col("_lkey") == F.col("old_key"), "left"
+    )
+    values = {}
+    still: list[Column] = []
+    for c in data:
+        wanted = F.array_contains(F.col("unavailable"), c)
+        from_batch = F.col(f"_b_{c}").isNotNull()
+        found = from_batch | F.col("_lrow").isNotNull()
+        values[c] = (
+            F.when(wanted & from_batch, F.col(f"_b_{c}.v"))
+            .when(wanted & F.col("_lrow").isNotNull(), F.col(f"_l_{c}"))
+            .otherwise(F.col(c))
+        )
+        still.append(F.when(wanted & ~found, F.lit(c)))
+    passed = [c for c in events.columns if c != "unavailable"]
+    filled = joined.select(
+        *[values[c].alias(c) if c in values else F.col(c) for c in passed],
+        F.filter(F.array(*still), lambda c: c.isNotNull()).alias("unavailable"),
+    )
+    rest = events.join(targets.select("partition", "offset"), ["partition", "offset"], "left_anti")
+    return rest.unionByName(filled.select(*events.columns))

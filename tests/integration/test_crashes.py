@@ -1,9 +1,9 @@
 """Crashes injected at every step of a batch, with the real job in its own process.
 
 The driver is killed with SIGKILL at a failpoint (before the MERGE, after the
-Iceberg commit, after the group commit) or when its checkpoint is lost; the
-rerun must leave the table equal to the reference fold with every offset
-applied exactly once.
+Iceberg commit, after Spark's checkpoint commit, after the group commit) or
+its checkpoint is lost; the rerun must leave the table equal to the reference
+fold with every offset applied exactly once.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from support import (
     send,
 )
 
-from cdc_iceberg import kafka_offsets
+from cdc_iceberg import kafka_offsets, table_state
 from cdc_iceberg.generator import ArticleSource
 from cdc_iceberg.reset import apply_reset, plan_reset
 from cdc_iceberg.settings import PROJECT_ROOT, Settings
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 
 def run_job(
-    settings: Settings, failpoint: str = "", timeout: float = 600
+    settings: Settings, failpoint: str = "", timeout: float = 1200
 ) -> subprocess.CompletedProcess[str]:
     """spark-submit the drain exactly as `make drain` does, in a process of its own."""
     env = spark_env()
@@ -50,7 +50,10 @@ def run_job(
     )
 
 
-@pytest.mark.parametrize("point", ["before_merge", "after_iceberg_commit", "after_group_commit"])
+@pytest.mark.parametrize(
+    "point",
+    ["before_merge", "after_iceberg_commit", "after_checkpoint_commit", "after_group_commit"],
+)
 def test_crash_then_rerun_is_exact(pipeline: Settings, point: str) -> None:
     settings = pipeline.replace(max_offsets_per_trigger=250)
     source = ArticleSource(seed=61, partitions=2)
@@ -61,6 +64,10 @@ def test_crash_then_rerun_is_exact(pipeline: Settings, point: str) -> None:
     crashed = run_job(settings, failpoint=f"{point}@1")
     assert crashed.returncode != 0, crashed.stdout[-2000:]
     assert f"failpoint {point} reached at batch 1" in crashed.stderr + crashed.stdout
+    if point == "after_checkpoint_commit":
+        # the crash left the group behind the table: the rerun must align it
+        group = kafka_offsets.committed_offsets(settings)
+        assert group != table_state.committed_offsets(settings), "crash outside the window"
 
     rerun = run_job(settings)
     assert rerun.returncode == 0, rerun.stderr[-4000:]

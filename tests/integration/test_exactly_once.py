@@ -241,3 +241,35 @@ def test_aborted_kafka_transactions_never_land(spark: Any, pipeline: Settings) -
     expected = fold(committed + later)
     assert_table_equals_fold(pipeline, expected.rows)
     assert_ranges_tile(pipeline, kafka_offsets.end_offsets(pipeline))
+
+
+def test_lsn_order_lets_a_change_beat_a_late_stamped_snapshot_read(
+    spark: Any, pipeline: Settings
+) -> None:
+    """CDC_SEQUENCE=lsn: Debezium stamps snapshot reads with the time it read them.
+
+    A change committed while the snapshot ran has an earlier ts_ms but a higher
+    LSN than the snapshot's image of the row. Ordered by LSN, the change wins
+    (and a delete stays deleted); ordered by ts_ms first it would lose.
+    """
+    from jobs.iceberg_tables import SequenceOrderMismatch
+
+    source = ArticleSource(seed=21, partitions=1)
+    snapshot = source.snapshot(3)
+    updated, deleted, untouched = (c.key for c in snapshot)
+    changes = [source.update(updated), source.delete(deleted)]
+    read_late = max(c.ts_ms for c in changes) + 500
+    for change in snapshot:
+        change.ts_ms = read_late  # the snapshot read the rows after the changes committed
+    records = send(pipeline, source.to_messages(snapshot + changes), 1)
+    settings = pipeline.replace(sequence_order="lsn")
+
+    drain(spark, settings)
+
+    by_lsn, by_time = fold(records, order="lsn"), fold(records, order="ts_ms")
+    assert by_lsn.rows != by_time.rows, "the two orders must disagree on this history"
+    assert deleted not in by_lsn.rows and {updated, untouched} <= set(by_lsn.rows)
+    assert_table_equals_fold(settings, by_lsn.rows)
+
+    with pytest.raises(SequenceOrderMismatch, match="CDC_SEQUENCE"):
+        drain(spark, pipeline)  # the same table under the default order is refused
