@@ -636,14 +636,8 @@ def _read_text(spark: SparkSession, location: str) -> str | None:
 
 
 def checkpoint_exists(location: str) -> bool:
-    """Whether the drain can resume from this checkpoint.
-
-    A local checkpoint that Spark could not restart from (see
-    :func:`checkpoint_problem`) is set aside first (renamed, never deleted), so
-    the drain resumes from the offsets the table records, as for a lost one.
-    """
+    """Whether the drain can resume from this checkpoint (a corrupt one is set aside first)."""
     if _is_local(location):
-        set_aside_corrupt_checkpoint(location)
         return (_local_path(location) / "offsets").is_dir()
     return True  # remote checkpoints: let Spark decide
 
@@ -960,6 +954,10 @@ def drain(
         with kafka_offsets.consumer(settings) as client:
             parts = kafka_offsets._partitions(client, settings.kafka_topic)
         partitions = [tp.partition for tp in parts]
+        if _is_local(checkpoint):
+            # a checkpoint Spark could not restart from is set aside (renamed, never
+            # deleted): the drain then resumes from the table's offsets, as for a lost one
+            set_aside_corrupt_checkpoint(checkpoint)
         if checkpoint_exists(checkpoint):
             set_aside_uncommitted_batch(checkpoint)
             needed = _checkpoint_offsets(checkpoint, settings.kafka_topic)
@@ -1053,6 +1051,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starting-offsets", help="override STARTING_OFFSETS for new partitions")
     parser.add_argument("--stop-offsets", help='stop at these offsets: {"0": 120, "1": 80}')
     args = parser.parse_args(argv)
+    from jobs.iceberg_tables import SequenceOrderMismatch
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -1071,7 +1071,13 @@ def main(argv: list[str] | None = None) -> int:
             stop_offsets=stop,
             dry_run=args.dry_run,
         )
-    except (RetentionGapError, CheckpointInUseError, kafka_offsets.TopicMissingError) as error:
+    except (
+        RetentionGapError,
+        CheckpointInUseError,
+        kafka_offsets.TopicMissingError,
+        kafka_offsets.KafkaAccessError,
+        SequenceOrderMismatch,
+    ) as error:
         print(json.dumps({"event": "cdc_drain_failed", "error": str(error)}), flush=True)
         log.error("%s", error)
         return 2

@@ -114,6 +114,7 @@ def test_damage_is_found_and_set_aside(tmp_path: Path, damage: object, expected:
     problem = checkpoint_problem(str(root))
     assert problem is not None and expected in problem, problem
 
+    assert set_aside_corrupt_checkpoint(str(root)) is not None
     assert not checkpoint_exists(str(root)), "the drain must resume from the table"
     assert not root.exists()
     kept = [p.name for p in tmp_path.iterdir() if p.name.startswith("ckpt.corrupt-")]
@@ -145,6 +146,7 @@ def test_leftovers_before_the_first_commit_are_set_aside(tmp_path: Path, leftove
     problem = checkpoint_problem(str(root))
 
     assert problem is not None and "no batch committed yet" in problem
+    assert set_aside_corrupt_checkpoint(str(root)) is not None
     assert not checkpoint_exists(str(root))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("ckpt.corrupt-")]
 

@@ -77,3 +77,12 @@ def test_identifier_check() -> None:
     assert check_identifier("word_count") == "word_count"
     with pytest.raises(SettingsError):
         check_identifier("x`; DROP")
+
+
+def test_sequence_order_from_the_environment() -> None:
+    assert Settings().sequence == ("ts_ms", "lsn", "kafka_partition", "kafka_offset")
+    by_lsn = Settings.from_env({"CDC_SEQUENCE": "lsn"})
+    assert by_lsn.sequence == ("lsn", "ts_ms", "kafka_partition", "kafka_offset")
+    assert by_lsn.to_env()["CDC_SEQUENCE"] == "lsn"
+    with pytest.raises(SettingsError, match="CDC_SEQUENCE"):
+        Settings.from_env({"CDC_SEQUENCE": "wallclock"})
