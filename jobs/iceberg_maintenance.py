@@ -72,17 +72,21 @@ def restamp_progress(tables: IcebergTables) -> bool:
 
 
 def maintain_table(spark: SparkSession, settings: Settings, table: str) -> dict[str, Any]:
+    from jobs.iceberg_tables import sql_retrying
+
     catalog = settings.iceberg_catalog_name
     name = table.split(".", 1)[1]
     target = settings.maintenance_target_file_mb * 1024 * 1024
     report: dict[str, Any] = {"table": name}
-    rows = spark.sql(
+    # the drain may commit meanwhile: a step that loses that race is planned again
+    rows = sql_retrying(
+        spark,
         f"CALL {catalog}.system.rewrite_data_files(table => '{name}', "
         f"options => map('min-input-files', '2', 'delete-file-threshold', '1', "
-        f"'target-file-size-bytes', '{target}', 'partial-progress.enabled', 'true'))"
-    ).collect()
+        f"'target-file-size-bytes', '{target}', 'partial-progress.enabled', 'true'))",
+    )
     report["rewritten_files"] = int(rows[0][0]) if rows else 0
-    spark.sql(f"CALL {catalog}.system.rewrite_manifests('{name}')").collect()
+    sql_retrying(spark, f"CALL {catalog}.system.rewrite_manifests('{name}')")
     return report
 
 

@@ -398,20 +398,25 @@ class IcebergTables:
 
     def run_retrying(self, statement: str, retries: int = CONFLICT_RETRIES) -> None:
         """Run a MERGE again when its commit conflicts with another writer's commit."""
-        for attempt in range(retries + 1):
-            try:
-                self.spark.sql(statement)
-                return
-            except Exception as error:
-                text = str(error)
-                if attempt == retries or not any(c in text for c in CONFLICTS):
-                    raise
-                wait = min(0.5 * 2**attempt, 8.0)
-                log.warning(
-                    "commit conflict (%s); planning the statement again in %.1f s (%d of %d)",
-                    text.splitlines()[0][:300],
-                    wait,
-                    attempt + 1,
-                    retries,
-                )
-                time.sleep(wait)
+        sql_retrying(self.spark, statement, retries)
+
+
+def sql_retrying(spark: SparkSession, statement: str, retries: int = CONFLICT_RETRIES) -> list[Any]:
+    """Run a statement, planning it again when its commit loses a race with another writer."""
+    for attempt in range(retries + 1):
+        try:
+            return spark.sql(statement).collect()
+        except Exception as error:
+            text = str(error)
+            if attempt == retries or not any(c in text for c in CONFLICTS):
+                raise
+            wait = min(0.5 * 2**attempt, 8.0)
+            log.warning(
+                "commit conflict (%s); planning the statement again in %.1f s (%d of %d)",
+                text.splitlines()[0][:300],
+                wait,
+                attempt + 1,
+                retries,
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")
