@@ -50,10 +50,7 @@ SEQUENCE = tuple(name for name, _ in SEQUENCE_COLUMNS)
 # compared as one tuple, in one of two orders:
 # * "ts_ms" (default): commit time first, LSN breaks ties. Right for any
 #   source whose ts_ms is its commit time.
-# * "lsn": WAL position first. Exact for Postgres, including the initial
-#   snapshot: Debezium stamps snapshot reads (op r) with the time it read them,
-#   which can be later than a change committed while the snapshot ran, but
-#   their LSN is the snapshot's start, older than any change streamed after it.
+# * "lsn": WAL position first, independent of clocks (Postgres' WAL order).
 SEQUENCE_ORDERS: dict[str, tuple[str, ...]] = {
     "ts_ms": SEQUENCE,
     "lsn": ("lsn", "ts_ms", "kafka_partition", "kafka_offset"),

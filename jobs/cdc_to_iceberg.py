@@ -228,7 +228,10 @@ class BatchWriter:
         try:
             self._apply(batch, batch_id, metrics, cached)
         finally:
-            for frame in cached:
+            # dependents first: dropping a cache others are built on makes Spark
+            # re-plan them on the raw parse, whose projections the optimizer
+            # then inlines into their filters (a plan too large for the heap)
+            for frame in reversed(cached):
                 frame.unpersist()
         metrics.duration_s = round(time.monotonic() - started, 3)
         log.debug("batch %s steps %s", batch_id, STEPS.summary())
@@ -286,6 +289,14 @@ class BatchWriter:
             frame = frame.withColumn("problem", F.coalesce(F.col("problem"), reason))
         keep = ("row", "schema_json", "kafka_tombstone", "parse_problem", "fresh")
         return transforms.type_columns(frame, columns, keep=keep)
+
+    def _before_stop(self, typed: DataFrame) -> DataFrame:
+        """A bounded run (backfill) keeps the records before its stop offsets.
+
+        Filtered on the materialized batch: under the parser's projections the
+        optimizer would inline them into the predicate.
+        """
+        return typed.where(_before_stop(self.stop_offsets)) if self.stop_offsets else typed
 
     def _scan(self, typed: DataFrame) -> _Scan:
         from pyspark.sql import functions as F
@@ -368,8 +379,6 @@ class BatchWriter:
 
         settings = self.settings
         tables = self.tables
-        if self.stop_offsets:
-            batch = batch.where(_before_stop(self.stop_offsets))
         parsed = transforms.parse_events(batch, settings.event_format)
         committed = dict(self.progress)
         table_columns = tables.columns()
@@ -377,6 +386,7 @@ class BatchWriter:
         # typed with the table's columns as they are: right unless the batch changes them
         typed = self._type(parsed, committed, columns, {}).persist()
         cached.append(typed)
+        typed = self._before_stop(typed)
         scan = self._scan(typed)
         STEPS.mark("scan")
         end = self._end_offsets(batch_id, scan.seen_end)
@@ -411,7 +421,7 @@ class BatchWriter:
                 columns = tables.data_columns()
             retyped = self._type(parsed, committed, columns, incompatible).persist()
             cached.append(retyped)
-            typed = retyped
+            typed = self._before_stop(retyped)
             scan = self._scan(typed)
             STEPS.mark("rescan")
         self._write(

@@ -159,7 +159,7 @@ def _bad_messages() -> list[tuple[Message, str]]:
     return [
         (Message(key, b"{not json", 0), "JSON"),
         (Message(key, b"[1, 2, 3]", 0), "JSON"),
-        (Message(key, b"\xff\xfe\x00garbage", 0), "JSON"),
+        (Message(key, b"\xff\xfe\x00garbage", 0), "UTF-8"),
         (Message(key, variant(op="x"), 0), "unknown op"),
         (Message(key, variant(source__ts_ms=None), 0), "ts_ms is null"),
         (Message(key, variant(source__ts_ms="yesterday"), 0), "ts_ms is not a number"),
