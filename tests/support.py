@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from reference_fold import DATA_COLUMNS, Record
@@ -112,3 +116,25 @@ def assert_ranges_tile(
 
 def dead_letters(settings: Settings) -> list[dict[str, Any]]:
     return read_rows(settings, settings.iceberg_dlq_table)
+
+
+def prepare_airflow_db() -> Path:
+    """The suite's Airflow metadata DB (SQLite in AIRFLOW_HOME), migrated, with the writer pool."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps(
+        {"conn_type": "spark", "host": "local[2]"}
+    )
+    for command in (
+        ["db", "migrate"],
+        ["pools", "set", "cdc_iceberg_writer", "1", "one writer per Iceberg table"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", *command],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    return home / "airflow.db"

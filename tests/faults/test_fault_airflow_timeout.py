@@ -12,13 +12,9 @@ invariant must hold.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +25,7 @@ from typing import Any
 import pytest
 from harness import processes_with_env, run_job
 from invariants import assert_rerun_changes_nothing, check_invariants, snapshot_ids
-from support import send
+from support import prepare_airflow_db, send
 
 from cdc_iceberg.generator import ArticleSource
 from cdc_iceberg.settings import PROJECT_ROOT, Settings
@@ -43,24 +39,7 @@ SEED = 74
 @pytest.fixture(scope="module")
 def airflow_metadata() -> Path:
     """The suite's Airflow metadata DB (SQLite), migrated, with the writer pool."""
-    home = Path(os.environ["AIRFLOW_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps(
-        {"conn_type": "spark", "host": "local[2]"}
-    )
-    for command in (
-        ["db", "migrate"],
-        ["pools", "set", "cdc_iceberg_writer", "1", "one writer per Iceberg table"],
-    ):
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", *command],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-    return home / "airflow.db"
+    return prepare_airflow_db()
 
 
 @pytest.fixture

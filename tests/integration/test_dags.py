@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from reference_fold import fold
-from support import assert_ranges_tile, assert_table_equals_fold, live_rows, send, snapshots
+from support import (
+    assert_ranges_tile,
+    assert_table_equals_fold,
+    live_rows,
+    prepare_airflow_db,
+    send,
+    snapshots,
+)
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.generator import ArticleSource
@@ -25,24 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """The suite's own Airflow metadata DB (SQLite), migrated once, with the writer pool."""
-    home = Path(os.environ["AIRFLOW_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps(
-        {"conn_type": "spark", "host": "local[2]"}
-    )
-    for command in (
-        ["db", "migrate"],
-        ["pools", "set", "cdc_iceberg_writer", "1", "one writer per Iceberg table"],
-    ):
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", *command],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-    return home / "airflow.db"
+    return prepare_airflow_db()
 
 
 @pytest.fixture

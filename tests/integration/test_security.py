@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from reference_fold import fold
-from support import assert_table_equals_fold, send
+from support import assert_table_equals_fold, prepare_airflow_db, send
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.generator import ArticleSource
@@ -174,22 +174,6 @@ def _use_environment(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.setenv(key, value)
 
 
-def _airflow_db() -> None:
-    """The suite's Airflow metadata DB, migrated, with the writer pool the DAGs use."""
-    for command in (
-        ["db", "migrate"],
-        ["pools", "set", "cdc_iceberg_writer", "1", "one writer per Iceberg table"],
-    ):
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", *command],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-
-
 def _files_containing(roots: list[Path], secret: str) -> list[str]:
     found = []
     for root in roots:
@@ -260,7 +244,7 @@ def test_sasl_ssl_pipeline_is_exact_and_never_logs_the_password(
     assert planned["offsets_after"] == {str(p): 0 for p in end}
 
     # the reset DAG itself, as a task run by Airflow (kafka_default from the environment)
-    _airflow_db()
+    prepare_airflow_db()
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "cdc_reset.py"))
