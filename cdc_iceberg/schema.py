@@ -9,7 +9,9 @@ kafka_offset)``, compared as a whole:
   and a replay or redelivery stamps a new one, so it never orders changes.
 * ``lsn`` is ``source.lsn``, the WAL position: it breaks ties between changes
   committed in the same millisecond and orders several changes of one row
-  inside one transaction.
+  inside one transaction. A blocking snapshot's read (``op = r``) shows the
+  row as it was before the LSN it carries, so it is stored at ``lsn - 1``
+  (``jobs.transforms.snapshot_read_lsn``): the change that carries that LSN wins.
 * ``kafka_partition``/``kafka_offset`` break any remaining tie (snapshot reads
   share one LSN), so the order is total and replaying a record is a no-op.
 """

@@ -147,6 +147,7 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         op = F.when(deleted, F.lit("d")).otherwise(body["__op"])
         ts_raw = body["__source_ts_ms"]
         lsn_raw = body["__lsn"]
+        snapshot_flag = body["__source_snapshot"]
         row = F.map_filter(body, lambda k, _v: ~k.startswith("__"))
         source_ok = F.lit(True)
     else:
@@ -160,6 +161,7 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         )
         ts_raw = F.col("_source")["ts_ms"]
         lsn_raw = F.col("_source")["lsn"]
+        snapshot_flag = F.col("_source")["snapshot"]
         row = F.col("_image")
         source_ok = F.col("_source").isNotNull()
 
@@ -168,6 +170,7 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         op.alias("op"),
         ts_raw.alias("ts_ms_raw"),
         lsn_raw.alias("lsn_raw"),
+        snapshot_flag.alias("snapshot_flag"),
         row.alias("row"),
         F.coalesce(row[SOURCE_KEY], F.col("_key")[SOURCE_KEY]).alias("key_raw"),
         "schema_json",
@@ -225,13 +228,28 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         "timestamp",
         "op",
         ts_ms.alias("ts_ms"),
-        lsn.alias("lsn"),
+        snapshot_read_lsn(F.col("op"), F.col("snapshot_flag"), lsn).alias("lsn"),
         "row",
         F.col("key_raw").alias(SOURCE_KEY),
         "schema_json",
         "kafka_tombstone",
         problem.alias("problem"),
     )
+
+
+def snapshot_read_lsn(op: Column, snapshot_flag: Column, lsn: Column) -> Column:
+    """The LSN a change is ordered by: a snapshot read's is one before the one it carries.
+
+    Debezium stamps every read of a blocking snapshot with the LSN of the
+    replication slot's consistent point, and the snapshot shows the rows as
+    they were *before* that point. The first change streamed after the slot
+    exists carries that same LSN (and an earlier ``ts_ms`` than the read), so
+    at equal LSN the change must win: the read is ordered at LSN - 1. Reads of
+    an incremental snapshot (``snapshot = incremental``) already reflect every
+    change streamed before them and keep their LSN.
+    """
+    blocking_read = (op == "r") & ~F.coalesce(snapshot_flag == "incremental", F.lit(False))
+    return F.when(blocking_read & (lsn > 0), lsn - 1).otherwise(lsn)
 
 
 def _typed(raw: Column, spark_type: str) -> Column:

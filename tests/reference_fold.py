@@ -245,6 +245,7 @@ def decode(record: Record, event_format: str = "envelope") -> tuple[str, Any]:
         deleted = (_text(body.get("__deleted")) or "false").lower() == "true"
         op = "d" if deleted else body.get("__op")
         ts, lsn = body.get("__source_ts_ms"), body.get("__lsn")
+        snapshot_flag = body.get("__source_snapshot")
         row: Any = {k: v for k, v in body.items() if not k.startswith("__")}
     else:
         op = body.get("op")
@@ -253,12 +254,16 @@ def decode(record: Record, event_format: str = "envelope") -> tuple[str, Any]:
             return "dead", "no source"
         source = source or {}
         ts, lsn = source.get("ts_ms"), source.get("lsn")
+        snapshot_flag = source.get("snapshot")
         row = _object(body.get("before") if op == "d" else body.get("after"))
     if op not in ("c", "u", "r", "d"):
         return "dead", f"op {op!r}"
     ts_i, lsn_i = _as_int(ts), _as_int(lsn)
     if ts_i is None or lsn_i is None:
         return "dead", "ordering field"
+    if op == "r" and snapshot_flag != "incremental" and lsn_i > 0:
+        # a blocking snapshot shows rows as they were before the LSN it carries
+        lsn_i -= 1
     if op != "d" and row is None:
         return "dead", "no row"
     row = row or {}

@@ -762,17 +762,12 @@ def defect_run(
         yield DefectRun(capture, totals)
 
 
-@pytest.mark.xfail(
-    strict=False,  # which of the raced rows comes out wrong depends on where the LSNs fall
-    reason="snapshot reads (op r) carry a ts_ms and an LSN taken when the snapshot ran, "
-    "which can both be later than a change committed after the slot exported the snapshot: "
-    "the stale snapshot image can then win over the streamed change",
-)
 def test_change_committed_while_the_snapshot_runs(defect_run: DefectRun) -> None:
-    """The snapshot sends the row as of the slot's creation, stamped with its read time.
+    """The snapshot sends the row as of the slot's creation, stamped with the slot's LSN.
 
-    The change streams afterwards with its earlier commit time and a higher LSN:
-    the table must end with the change (title updated, race-2 deleted).
+    The change streams afterwards with that same LSN (race-1) or a higher one
+    (race-2) and an earlier commit time: under ``CDC_SEQUENCE=lsn`` the table
+    must end with the change (title updated, race-2 deleted).
     """
     defect_run.capture.assert_tables_agree("race-")
 

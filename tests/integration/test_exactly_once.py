@@ -248,9 +248,12 @@ def test_lsn_order_lets_a_change_beat_a_late_stamped_snapshot_read(
 ) -> None:
     """CDC_SEQUENCE=lsn: Debezium stamps snapshot reads with the time it read them.
 
-    A change committed while the snapshot ran has an earlier ts_ms but a higher
-    LSN than the snapshot's image of the row. Ordered by LSN, the change wins
-    (and a delete stays deleted); ordered by ts_ms first it would lose.
+    A change committed while the snapshot ran has an earlier ts_ms than the
+    snapshot's image of the row. The first such change carries the very LSN
+    the snapshot reads are stamped with (the slot's consistent point); later
+    ones a higher LSN. Ordered by LSN, with a snapshot read placed just before
+    its LSN, the change wins (and a delete stays deleted); ordered by ts_ms
+    first it would lose.
     """
     from jobs.iceberg_tables import SequenceOrderMismatch
 
@@ -261,6 +264,7 @@ def test_lsn_order_lets_a_change_beat_a_late_stamped_snapshot_read(
     read_late = max(c.ts_ms for c in changes) + 500
     for change in snapshot:
         change.ts_ms = read_late  # the snapshot read the rows after the changes committed
+    changes[0].lsn = snapshot[0].lsn  # the first change after the slot: the slot's LSN
     records = send(pipeline, source.to_messages(snapshot + changes), 1)
     settings = pipeline.replace(sequence_order="lsn")
 
