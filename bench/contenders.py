@@ -94,7 +94,7 @@ def create_table(spark: SparkSession, settings: Settings, kind: str) -> str:
 
 def tables_of(settings: Settings, kind: str) -> list[str]:
     """Every table a contender writes (the product also writes tombstones and dead letters)."""
-    if kind == "product":
+    if kind in ("product", "product-cow"):
         return [
             settings.qualified(settings.iceberg_table),
             settings.qualified(settings.tombstone_table),
@@ -106,7 +106,7 @@ def tables_of(settings: Settings, kind: str) -> list[str]:
 def batch_key(kind: str) -> str:
     from cdc_iceberg.schema import SUMMARY_BATCH
 
-    return SUMMARY_BATCH if kind == "product" else BENCH_BATCH
+    return SUMMARY_BATCH if kind in ("product", "product-cow") else BENCH_BATCH
 
 
 def bytes_by_batch(spark: SparkSession, tables: list[str], key: str) -> list[dict[str, Any]]:

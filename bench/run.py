@@ -40,6 +40,7 @@ if __package__ in (None, ""):
 
 from bench import charts
 from bench.common import (
+    ALL_CONTENDERS,
     PARTITIONS,
     RESULTS_DIR,
     SCALES,
@@ -57,7 +58,7 @@ from bench.workload import Workload, produce_workload
 from cdc_iceberg.settings import Settings
 
 BENCHMARKS = ("w1", "w2", "sweep", "layout")
-LAYOUT_HISTORY = {"delete_share": 0.0, "pk_change_share": 0.0}
+LAYOUT_HISTORY: dict[str, float] = {}  # the W1 mix: deletes and key changes included
 GIB = 1024.0
 
 
@@ -434,8 +435,6 @@ def bench_layout(scale: Scale, machine: dict[str, Any], keep: bool) -> dict[str,
                     "batch": scale.layout_batch,
                     "keys": max(1_000, scale.layout_events // 5),
                     "reads_after": list(scale.layout_reads_after),
-                    # no deletes: the job fails on a copy-on-write table once its tombstone
-                    # table has rows (see README); updates and creates only, on both sides
                     "history": LAYOUT_HISTORY,
                     "modes": {m: _spec(s) for m, s in modes.items()},
                 },
@@ -633,6 +632,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in SCALES:
         size.add_argument(f"--{name}", dest="scale", action="store_const", const=name)
     parser.add_argument("--only", default="", help=f"comma list of {','.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--contenders",
+        default="",
+        help=f"comma list of {','.join(ALL_CONTENDERS)} (default: the scale's own)",
+    )
     parser.add_argument("--keep-scratch", action="store_true", help="keep bench/results/tmp")
     parser.add_argument(
         "--derived-only",
@@ -652,6 +656,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}")
     if args.derived_only:
         chosen = []
+    if args.contenders:
+        picked = [c for c in args.contenders.split(",") if c]
+        if set(picked) - set(ALL_CONTENDERS):
+            parser.error(f"unknown contender(s) {sorted(set(picked) - set(ALL_CONTENDERS))}")
+        scale = dataclasses.replace(
+            scale,
+            w1_contenders=tuple(c for c in scale.w1_contenders if c in picked),
+            w2_contenders=tuple(c for c in scale.w2_contenders if c in picked),
+        )
     if not scale.sweep_batches:
         chosen = [b for b in chosen if b != "sweep"]
     if not scale.layout_reads_after:
