@@ -5,7 +5,7 @@ Run through ``bench/run.py`` (each contender in a worker process of its own)::
     cd /work/main && nice -n 19 .venv/bin/python bench/run.py --quick
 
 1. ``product``: :func:`jobs.cdc_to_iceberg.drain`, as shipped (bucketed
-   merge-on-read table, settings from :class:`cdc_iceberg.settings.Settings`).
+   table in ``ICEBERG_WRITE_MODE``, settings from :class:`cdc_iceberg.settings.Settings`).
 2. ``naive``: the pattern of the original design document: ``foreachBatch``,
    dedup with a window on ``(article_id, ts_ms)``, then
    ``MERGE ... WHEN MATCHED AND s.ts_ms > t.ts_ms THEN UPDATE SET *
@@ -55,13 +55,6 @@ _SPARK_DEFAULTS = (
     "spark.sql.requireAllClusterKeysForCoPartition",
     "spark.sql.sources.v2.bucketing.partiallyClusteredDistribution.enabled",
 )
-COW = {
-    "write.merge.mode": "copy-on-write",
-    "write.update.mode": "copy-on-write",
-    "write.delete.mode": "copy-on-write",
-}
-
-
 # -- tables ------------------------------------------------------------------------
 
 
@@ -72,13 +65,8 @@ def create_table(spark: SparkSession, settings: Settings, kind: str) -> str:
     table = settings.qualified(settings.iceberg_table)
     namespace = settings.iceberg_table.split(".")[0]
     spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {settings.iceberg_catalog_name}.{namespace}")
-    if kind in ("product", "product-cow"):
-        tables = IcebergTables(spark, settings)
-        tables.ensure()
-        if kind == "product-cow":
-            props = ", ".join(f"'{k}'='{v}'" for k, v in COW.items())
-            for name in (tables.live, tables.tombstones):
-                spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ({props})")
+    if kind == "product":  # in the settings' ICEBERG_WRITE_MODE
+        IcebergTables(spark, settings).ensure()
     elif kind == "append":
         spark.sql(create_live_sql(table, settings.iceberg_buckets))
     elif kind == "naive":
@@ -94,7 +82,7 @@ def create_table(spark: SparkSession, settings: Settings, kind: str) -> str:
 
 def tables_of(settings: Settings, kind: str) -> list[str]:
     """Every table a contender writes (the product also writes tombstones and dead letters)."""
-    if kind in ("product", "product-cow"):
+    if kind == "product":
         return [
             settings.qualified(settings.iceberg_table),
             settings.qualified(settings.tombstone_table),
@@ -106,7 +94,7 @@ def tables_of(settings: Settings, kind: str) -> list[str]:
 def batch_key(kind: str) -> str:
     from cdc_iceberg.schema import SUMMARY_BATCH
 
-    return SUMMARY_BATCH if kind in ("product", "product-cow") else BENCH_BATCH
+    return SUMMARY_BATCH if kind == "product" else BENCH_BATCH
 
 
 def bytes_by_batch(spark: SparkSession, tables: list[str], key: str) -> list[dict[str, Any]]:

@@ -410,10 +410,13 @@ def bench_layout(scale: Scale, machine: dict[str, Any], keep: bool) -> dict[str,
             # down, which would leave a straggler batch of a handful of records per phase
             limit = scale.layout_batch + PARTITIONS
             modes = {
-                "merge-on-read": _settings_for(base, work, "layout_mor", limit),
-                "copy-on-write": _settings_for(base, work, "layout_cow", limit),
+                "merge-on-read": _settings_for(base, work, "layout_mor", limit).replace(
+                    iceberg_write_mode="merge-on-read"
+                ),
+                "copy-on-write": _settings_for(base, work, "layout_cow", limit).replace(
+                    iceberg_write_mode="copy-on-write"
+                ),
             }
-            kinds = {"merge-on-read": "product", "copy-on-write": "product-cow"}
             _log(f"layout: preloading {scale.layout_preload} rows into 2 tables")
             preload = run_task(
                 {
@@ -421,7 +424,7 @@ def bench_layout(scale: Scale, machine: dict[str, Any], keep: bool) -> dict[str,
                     "task": "preload",
                     "settings": _spec(base),
                     "rows": scale.layout_preload,
-                    "targets": [{"kind": kinds[m], "settings": _spec(s)} for m, s in modes.items()],
+                    "targets": [{"kind": "product", "settings": _spec(s)} for s in modes.values()],
                 },
                 work,
                 scale.task_timeout_s,

@@ -26,6 +26,8 @@ TruncatePolicy = Literal["dead-letter", "clear"]
 # ASCII only, at most 128 characters, and \Z rather than $ (which also matches before "\n")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 
+WRITE_MODES = ("copy-on-write", "merge-on-read")
+
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -51,6 +53,8 @@ class Settings:
     iceberg_table: str = "neuronews.articles"
     iceberg_dlq_table: str = ""
     iceberg_buckets: int = 16
+    # how MERGE writes the live and tombstone tables (see docs/layout.md)
+    iceberg_write_mode: str = "copy-on-write"
 
     pipeline_id: str = ""
     event_format: EventFormat = "envelope"
@@ -98,6 +102,11 @@ class Settings:
             raise SettingsError(
                 f"CDC_SEQUENCE={self.sequence_order!r}: expected one of "
                 f"{', '.join(sorted(SEQUENCE_ORDERS))}"
+            )
+        if self.iceberg_write_mode not in WRITE_MODES:
+            raise SettingsError(
+                f"ICEBERG_WRITE_MODE={self.iceberg_write_mode!r}: expected one of "
+                f"{', '.join(WRITE_MODES)}"
             )
         if self.max_offsets_per_trigger is not None and self.max_offsets_per_trigger <= 0:
             raise SettingsError("MAX_OFFSETS_PER_TRIGGER must be a positive number of records")

@@ -54,18 +54,22 @@ class SequenceOrderMismatch(RuntimeError):
 
 
 # Table layout: bucketing on the key lets MERGE touch only the buckets a batch
-# changes and join bucket to bucket; merge-on-read writes small delete files
-# instead of rewriting whole data files on every batch (see docs/layout.md).
+# changes and join bucket to bucket. ICEBERG_WRITE_MODE picks how MERGE, UPDATE
+# and DELETE write (copy-on-write by default, chosen by measurement: see
+# docs/layout.md); ensure() keeps existing tables on the configured mode.
 LIVE_TABLE_PROPERTIES = {
     "format-version": "2",
-    "write.merge.mode": "merge-on-read",
-    "write.update.mode": "merge-on-read",
-    "write.delete.mode": "merge-on-read",
     "write.distribution-mode": "hash",
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "50",
     "commit.retry.num-retries": "10",
 }
+WRITE_MODE_PROPERTIES = ("write.merge.mode", "write.update.mode", "write.delete.mode")
+
+
+def table_properties(write_mode: str) -> dict[str, str]:
+    """Properties of the live and tombstone tables, writing in ``write_mode``."""
+    return {**LIVE_TABLE_PROPERTIES, **dict.fromkeys(WRITE_MODE_PROPERTIES, write_mode)}
 
 
 def seq_newer(left: str, right: str, order: Sequence[str] = SEQUENCE) -> str:
@@ -79,8 +83,12 @@ def _columns_sql(columns: Sequence[tuple[str, str]]) -> str:
     return ", ".join(f"`{check_identifier(n, 'column')}` {t}" for n, t in columns)
 
 
-def create_live_sql(table: str, buckets: int) -> str:
-    props = ", ".join(f"'{k}'='{v}'" for k, v in LIVE_TABLE_PROPERTIES.items())
+def _properties_sql(properties: Mapping[str, str]) -> str:
+    return ", ".join(f"'{k}'='{v}'" for k, v in properties.items())
+
+
+def create_live_sql(table: str, buckets: int, write_mode: str = "copy-on-write") -> str:
+    props = _properties_sql(table_properties(write_mode))
     columns = _columns_sql((*SOURCE_COLUMNS, *METADATA_COLUMNS))
     return (
         f"CREATE TABLE IF NOT EXISTS {table} ({columns}) USING iceberg "
@@ -88,8 +96,8 @@ def create_live_sql(table: str, buckets: int) -> str:
     )
 
 
-def create_tombstones_sql(table: str, buckets: int) -> str:
-    props = ", ".join(f"'{k}'='{v}'" for k, v in LIVE_TABLE_PROPERTIES.items())
+def create_tombstones_sql(table: str, buckets: int, write_mode: str = "copy-on-write") -> str:
+    props = _properties_sql(table_properties(write_mode))
     return (
         f"CREATE TABLE IF NOT EXISTS {table} ({_columns_sql(TOMBSTONE_COLUMNS)}) USING iceberg "
         f"PARTITIONED BY (bucket({int(buckets)}, {SOURCE_KEY})) TBLPROPERTIES ({props})"
@@ -296,10 +304,22 @@ class IcebergTables:
             self.spark.sql(
                 f"CREATE NAMESPACE IF NOT EXISTS {self.settings.iceberg_catalog_name}.{namespace}"
             )
-        self.spark.sql(create_live_sql(self.live, self.buckets))
-        self.spark.sql(create_tombstones_sql(self.tombstones, self.buckets))
+        mode = self.settings.iceberg_write_mode
+        self.spark.sql(create_live_sql(self.live, self.buckets, mode))
+        self.spark.sql(create_tombstones_sql(self.tombstones, self.buckets, mode))
         self.spark.sql(create_dlq_sql(self.dlq))
         self._check_sequence_order()
+        for table in (self.live, self.tombstones):
+            self._keep_write_mode(table, mode)
+
+    def _keep_write_mode(self, table: str, mode: str) -> None:
+        """A table made under another ICEBERG_WRITE_MODE is switched (a metadata-only commit)."""
+        properties = self.java_table(table).properties()
+        if all(str(properties.get(p)) == mode for p in WRITE_MODE_PROPERTIES):
+            return
+        wanted = dict.fromkeys(WRITE_MODE_PROPERTIES, mode)
+        log.info("%s: write mode set to %s (ICEBERG_WRITE_MODE)", table, mode)
+        self.spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({_properties_sql(wanted)})")
 
     def _check_sequence_order(self) -> None:
         """Record CDC_SEQUENCE on the table once; refuse to mix two orders on one table."""

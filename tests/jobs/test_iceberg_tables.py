@@ -63,10 +63,12 @@ def test_merge_guards_every_action_with_the_whole_sequence() -> None:
     assert "WHEN NOT MATCHED AND s.cdc_op <> 'd' THEN INSERT" in sql
 
 
-def test_live_table_is_bucketed_merge_on_read() -> None:
+def test_live_table_is_bucketed_in_the_write_mode() -> None:
     sql = create_live_sql("c.n.t", 16)
     assert "PARTITIONED BY (bucket(16, article_id))" in sql
-    assert "'write.merge.mode'='merge-on-read'" in sql
+    for kind in ("merge", "update", "delete"):
+        assert f"'write.{kind}.mode'='copy-on-write'" in sql
+    assert "'write.merge.mode'='merge-on-read'" in create_live_sql("c.n.t", 16, "merge-on-read")
 
 
 def test_schema_blocks_of_one_batch_combine_to_the_widest_type() -> None:

@@ -86,3 +86,12 @@ def test_sequence_order_from_the_environment() -> None:
     assert by_lsn.to_env()["CDC_SEQUENCE"] == "lsn"
     with pytest.raises(SettingsError, match="CDC_SEQUENCE"):
         Settings.from_env({"CDC_SEQUENCE": "wallclock"})
+
+
+def test_write_mode_from_the_environment() -> None:
+    assert Settings().iceberg_write_mode == "copy-on-write"
+    mor = Settings.from_env({"ICEBERG_WRITE_MODE": "merge-on-read"})
+    assert mor.iceberg_write_mode == "merge-on-read"
+    assert mor.to_env()["ICEBERG_WRITE_MODE"] == "merge-on-read"
+    with pytest.raises(SettingsError, match="ICEBERG_WRITE_MODE"):
+        Settings.from_env({"ICEBERG_WRITE_MODE": "merge-on-write"})
