@@ -68,7 +68,7 @@ def create_table(spark: SparkSession, settings: Settings, kind: str) -> str:
     if kind == "product":  # in the settings' ICEBERG_WRITE_MODE
         IcebergTables(spark, settings).ensure()
     elif kind == "append":
-        spark.sql(create_live_sql(table, settings.iceberg_buckets))
+        spark.sql(create_live_sql(table, settings.iceberg_buckets, settings.iceberg_write_mode))
     elif kind == "naive":
         spark.sql(f"CREATE TABLE {table} ({ARTICLE_COLUMNS}, ts_ms bigint) USING iceberg")
     elif kind == "pyiceberg":

@@ -87,7 +87,7 @@ def _properties_sql(properties: Mapping[str, str]) -> str:
     return ", ".join(f"'{k}'='{v}'" for k, v in properties.items())
 
 
-def create_live_sql(table: str, buckets: int, write_mode: str = "copy-on-write") -> str:
+def create_live_sql(table: str, buckets: int, write_mode: str = Settings.iceberg_write_mode) -> str:
     props = _properties_sql(table_properties(write_mode))
     columns = _columns_sql((*SOURCE_COLUMNS, *METADATA_COLUMNS))
     return (
@@ -96,7 +96,9 @@ def create_live_sql(table: str, buckets: int, write_mode: str = "copy-on-write")
     )
 
 
-def create_tombstones_sql(table: str, buckets: int, write_mode: str = "copy-on-write") -> str:
+def create_tombstones_sql(
+    table: str, buckets: int, write_mode: str = Settings.iceberg_write_mode
+) -> str:
     props = _properties_sql(table_properties(write_mode))
     return (
         f"CREATE TABLE IF NOT EXISTS {table} ({_columns_sql(TOMBSTONE_COLUMNS)}) USING iceberg "
