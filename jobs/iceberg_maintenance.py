@@ -47,28 +47,38 @@ def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours
         f"DELETE FROM {tables.tombstones} "
         f"WHERE deleted_at < TIMESTAMP '{_timestamp(retention_hours)}'"
     )
+    # the live table is the MERGE's source, not a view over the tombstone table itself:
+    # a copy-on-write MERGE cannot plan a source that reads its own target
     spark.sql(
-        f"SELECT x.{SOURCE_KEY} FROM {tables.tombstones} x JOIN {tables.live} l "
-        f"ON x.{SOURCE_KEY} = l.{SOURCE_KEY} WHERE {seq_newer('l', 'x', tables.settings.sequence)}"
-    ).createOrReplaceTempView("cdc_superseded")
-    spark.sql(
-        f"MERGE INTO {tables.tombstones} t USING cdc_superseded s "
-        f"ON t.{SOURCE_KEY} = s.{SOURCE_KEY} WHEN MATCHED THEN DELETE"
+        f"MERGE INTO {tables.tombstones} t USING {tables.live} l "
+        f"ON t.{SOURCE_KEY} = l.{SOURCE_KEY} AND {seq_newer('l', 't', tables.settings.sequence)} "
+        f"WHEN MATCHED THEN DELETE"
     )
 
 
-def restamp_progress(tables: IcebergTables) -> bool:
-    """Copy the newest progress record into a new snapshot if the current one lacks it."""
-    current = tables.current_snapshot_id()
-    if current is None:
-        return False
-    if SUMMARY_PIPELINE in tables.snapshot_summary(current):
-        return False
-    latest = tables.latest_pipeline_summary()
-    if latest is None:
-        return False
-    tables.empty_commit({k: latest[k] for k in _PROGRESS_KEYS if k in latest})
-    return True
+def restamp_progress(tables: IcebergTables, attempts: int = 5) -> bool:
+    """Copy the newest progress record into a new snapshot if the current one lacks it.
+
+    The copy lands only on the snapshot it was read from: if the drain (or any
+    writer) commits meanwhile, it is read again, so a stale position can never
+    become the newest. Raises when every attempt lost that race, and then the
+    caller must not expire snapshots (the progress record could go with them).
+    """
+    for _ in range(attempts):
+        current = tables.current_snapshot_id()
+        if current is None or SUMMARY_PIPELINE in tables.snapshot_summary(current):
+            return False
+        latest = tables.latest_pipeline_summary()
+        if latest is None:
+            return False
+        progress = {k: latest[k] for k in _PROGRESS_KEYS if k in latest}
+        if tables.commit_progress_after(current, progress):
+            return True
+        time.sleep(1.0)
+    raise RuntimeError(
+        f"the progress record of {tables.live} could not be carried into a new snapshot: "
+        f"other commits kept landing ({attempts} attempts); snapshots were not expired"
+    )
 
 
 def maintain_table(spark: SparkSession, settings: Settings, table: str) -> dict[str, Any]:

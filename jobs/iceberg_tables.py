@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -406,6 +407,33 @@ class IcebergTables:
         for key, value in properties.items():
             append = append.set(key, value)
         append.commit()
+
+    def commit_progress_after(self, parent_id: int, properties: Mapping[str, str]) -> bool:
+        """An empty commit of ``properties`` that lands only directly on ``parent_id``.
+
+        A plain append is re-applied on top of whatever another writer committed
+        meanwhile, so a progress record copied from an older snapshot could land
+        after a newer batch and move the table's position back. Here the append
+        goes to a private branch at ``parent_id``, and ``main`` is fast-forwarded
+        to it, which fails when ``main`` has moved on. Returns whether it landed.
+        """
+        table = self.java_table()
+        branch = f"cdc-progress-{uuid.uuid4().hex[:12]}"
+        table.manageSnapshots().createBranch(branch, int(parent_id)).commit()
+        try:
+            append = table.newAppend()
+            for key, value in properties.items():
+                append = append.set(key, value)
+            append.toBranch(branch).commit()
+            try:
+                table.manageSnapshots().fastForwardBranch("main", branch).commit()
+            except Exception as error:
+                if "Cannot fast-forward" not in str(error):
+                    raise
+                return False
+            return True
+        finally:
+            table.manageSnapshots().removeBranch(branch).commit()
 
     def set_snapshot_properties(self, properties: Mapping[str, str]) -> None:
         for key, value in properties.items():

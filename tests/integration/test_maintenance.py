@@ -1,0 +1,91 @@
+"""Maintenance on a drained table: tombstone pruning keeps exactly the deletes still in force."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from reference_fold import fold
+from support import assert_table_equals_fold, read_rows, send
+
+from cdc_iceberg.generator import ArticleSource
+from cdc_iceberg.settings import Settings
+from jobs.cdc_to_iceberg import drain
+from jobs.iceberg_maintenance import prune_tombstones
+from jobs.iceberg_tables import IcebergTables
+
+pytestmark = pytest.mark.integration
+
+
+def _tombstones(settings: Settings) -> dict[str, tuple[int, int, int, int]]:
+    rows = read_rows(settings, settings.tombstone_table)
+    seq = ("ts_ms", "lsn", "kafka_partition", "kafka_offset")
+    return {r["article_id"]: tuple(r[c] for c in seq) for r in rows}  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("mode", ["copy-on-write", "merge-on-read"])
+def test_prune_drops_superseded_and_expired_tombstones(
+    spark: Any, pipeline: Settings, mode: str
+) -> None:
+    settings = pipeline.replace(max_offsets_per_trigger=150, iceberg_write_mode=mode)
+    source = ArticleSource(seed=47, partitions=2)
+    records = send(settings, source.random_history(600, 30, delete_share=0.3), 2)
+    drain(spark, settings)
+    expected = fold(records)
+    before = _tombstones(settings)
+    assert before == expected.deleted
+    # a tombstone its key's live row outdates: the job's own tombstone MERGE forgets
+    # those, so one is written here directly; the prune must drop it and nothing else
+    tables = IcebergTables(spark, settings)
+    live_key, live = sorted(expected.rows.items())[0]
+    ts_ms, lsn, partition, offset = live["_seq"]
+    spark.sql(
+        f"INSERT INTO {tables.tombstones} VALUES ('{live_key}', {ts_ms - 1}, {lsn}, "
+        f"{partition}, {offset}, current_timestamp())"
+    )
+    assert live_key in _tombstones(settings)
+
+    prune_tombstones(spark, tables, retention_hours=24)
+
+    assert _tombstones(settings) == {k: before[k] for k in expected.deleted}
+    assert_table_equals_fold(settings, expected.rows)
+
+    prune_tombstones(spark, tables, retention_hours=0)  # every delete is past retention now
+    assert _tombstones(settings) == {}
+    assert_table_equals_fold(settings, expected.rows)
+
+
+def test_progress_is_carried_only_onto_the_snapshot_it_was_read_from(
+    spark: Any, pipeline: Settings
+) -> None:
+    """The restamp before expiry can never move the table's position back."""
+    from jobs.iceberg_maintenance import restamp_progress
+
+    settings = pipeline.replace(max_offsets_per_trigger=100)
+    records = send(settings, ArticleSource(seed=48, partitions=1).random_history(300, 40), 1)
+    drain(spark, settings)
+    tables = IcebergTables(spark, settings)
+    progress = tables.latest_pipeline_summary()
+    assert progress is not None
+    read_at = tables.current_snapshot_id()
+    assert read_at is not None
+
+    # another writer commits after the progress was read: the copy must not land
+    tables.empty_commit({"writer": "someone else"})
+    moved = tables.current_snapshot_id()
+    assert not tables.commit_progress_after(read_at, {"cdc.offsets": '{"0": 1}'})
+    assert tables.current_snapshot_id() == moved
+    assert tables.committed_offsets() == {0: len(records)}
+    refs = spark.sql(f"SELECT name FROM {tables.live}.refs").collect()
+    assert [r[0] for r in refs] == ["main"], "the private branch is removed"
+
+    # the current snapshot (the other writer's) lacks progress: the restamp adds it on top
+    assert restamp_progress(tables)
+    current = tables.java_table().currentSnapshot()
+    assert int(current.parentId()) == moved
+    assert (
+        tables.snapshot_summary(int(current.snapshotId()))["cdc.offsets"]
+        == (progress["cdc.offsets"])
+    )
+    assert not restamp_progress(tables), "nothing to do when the current snapshot has progress"
+    assert_table_equals_fold(settings, fold(records).rows)
