@@ -85,7 +85,7 @@ def render(rows: dict[str, dict[str, Any]]) -> str:
     lines.append("|---|---|---|---|---|---|---|---|")
     for name in sorted(rows):
         row = rows[name]
-        counts = ", ".join(f"{k} {v}" for k, v in (row.get("counts") or {}).items())
+        counts = ", ".join(f"{k} {v}" for k, v in sorted((row.get("counts") or {}).items()))
         result = row.get("result", "?")
         if row.get("error"):
             result = f"{result}: {row['error']}"
