@@ -1,0 +1,175 @@
+"""Where one micro-batch's read-and-parse time goes, step by step.
+
+The job's ``scan`` step (read the batch from Kafka, parse, type, cache, one
+aggregation over it) is most of a batch's time in the W1/W2 benchmarks. This
+script takes it apart on one batch of the W1 workload::
+
+    cd /work/main && nice -n 19 .venv/bin/python bench/profile_batch.py --records 100000
+
+Each step is timed on its own (the best of ``--repeats`` runs after one warm-up,
+forcing every column with Spark's ``noop`` sink) and written to
+``bench/results/batch_profile-<records>.json``:
+
+* ``kafka_read``: the batch's records fetched from a local broker, nothing else;
+* ``parse``: ``transforms.parse_events`` on the records (from a cached copy);
+* ``parse_and_type``: the same plus ``transforms.type_columns``, as the job types it;
+* ``cache``: building the job's cache of the typed batch (``persist`` + count);
+* ``scan_aggregation``: the job's one aggregation over the cached batch;
+* ``collapse``: ``transforms.collapse_newest`` of the valid changes.
+
+Then the job itself drains the same records as one batch into an empty table
+(``drain``), and its own step timings (``drain_steps_s``: ``scan``,
+``merge-tombstones``, ``merge-live``) are recorded beside the parts above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    BODY_BYTES,
+    PARTITIONS,
+    SCRATCH_DIR,
+    SEED,
+    kafka_broker,
+    machine_info,
+    write_result,
+)
+
+
+def _best(step: Any, repeats: int) -> float:
+    step()  # warm-up: class loading and code generation are not the step's cost
+    times = []
+    for _ in range(repeats):
+        started = time.monotonic()
+        step()
+        times.append(time.monotonic() - started)
+    return round(min(times), 3)
+
+
+def profile(records: int, keys: int, repeats: int, work: Path) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    from bench.contenders import run_product
+    from cdc_iceberg.generator import ArticleSource, produce
+    from cdc_iceberg.kafka_offsets import ensure_topic
+    from cdc_iceberg.schema import SOURCE_COLUMNS
+    from cdc_iceberg.settings import Settings
+    from jobs import transforms
+    from jobs.cdc_to_iceberg import BatchWriter, build_session
+
+    steps: dict[str, float] = {}
+    with kafka_broker(work / "kafka") as broker:
+        settings = Settings.from_env().replace(
+            kafka_bootstrap_servers=broker.bootstrap_servers,
+            kafka_topic="bench.profile.articles",
+            kafka_consumer_group="bench_profile",
+            iceberg_catalog_uri=f"sqlite:///{work}/catalog.db",
+            iceberg_warehouse=f"file://{work}/warehouse",
+            iceberg_table="bench.profile",
+            checkpoint_location=str(work / "checkpoint"),
+            max_offsets_per_trigger=records + records // 5,  # the whole topic in one batch
+        )
+        ensure_topic(settings, partitions=PARTITIONS)
+        source = ArticleSource(
+            seed=SEED, partitions=PARTITIONS, wrapper=False, body_bytes=BODY_BYTES
+        )
+        sent = 0
+        while sent < records:
+            messages = source.random_history(min(25_000, records - sent), keys)[: records - sent]
+            produce(settings, messages)
+            sent += len(messages)
+
+        spark = build_session(settings, app_name="bench_profile_batch")
+        try:
+            kafka = (
+                spark.read.format("kafka")
+                .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+                .option("subscribe", settings.kafka_topic)
+                .option("startingOffsets", "earliest")
+                .option("endingOffsets", "latest")
+                .load()
+            )
+
+            def force(frame: Any) -> None:
+                frame.write.format("noop").mode("overwrite").save()
+
+            steps["kafka_read"] = _best(lambda: force(kafka), repeats)
+            raw = kafka.persist()
+            raw.count()
+
+            # the job's own typing step, on the table's columns, nothing committed yet
+            writer = BatchWriter.__new__(BatchWriter)
+            writer.settings, writer.spark, writer.stop_offsets = settings, spark, {}
+            columns = list(SOURCE_COLUMNS)
+            parsed = transforms.parse_events(raw, settings.event_format)
+            typed = writer._type(parsed, {}, columns, {})
+            steps["parse"] = _best(lambda: force(parsed), repeats)
+            steps["parse_and_type"] = _best(lambda: force(typed), repeats)
+
+            def cache() -> None:
+                typed.persist().count()
+                typed.unpersist(blocking=True)
+
+            steps["cache"] = max(0.0, round(_best(cache, repeats) - steps["parse_and_type"], 3))
+            cached = typed.persist()
+            cached.count()
+            steps["scan_aggregation"] = _best(lambda: writer._scan(cached), repeats)
+            valid = cached.where(
+                F.col("fresh") & ~F.col("kafka_tombstone") & F.col("problem").isNull()
+            )
+            collapsed = transforms.collapse_newest(
+                valid, [n for n, _ in columns], settings.sequence
+            )
+            steps["collapse"] = _best(lambda: force(collapsed), repeats)
+            cached.unpersist()
+            raw.unpersist()
+            batches = run_product(spark, settings)
+        finally:
+            spark.stop()
+    drained = [b for b in batches if not b.get("skipped")]
+    return {
+        "records": sent,
+        "keys": keys,
+        "repeats": repeats,
+        "steps_s": steps,
+        "drain_batches": len(drained),
+        "drain_steps_s": drained[0]["steps"] if drained else {},
+        "drain_batch_s": drained[0]["duration_s"] if drained else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    work = SCRATCH_DIR / "profile_batch"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    machine = machine_info()
+    try:
+        result = profile(args.records, args.keys, args.repeats, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    path = write_result(f"batch_profile-{args.records}", result, machine)
+    for step, seconds in result["steps_s"].items():
+        print(f"{step:18s} {seconds:7.2f} s")
+    for step, seconds in result["drain_steps_s"].items():
+        print(f"drain: {step:11s} {seconds:7.2f} s")
+    print(f"drain: whole batch {result['drain_batch_s']} s ({result['drain_batches']} batch)")
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
