@@ -69,25 +69,28 @@ class Scale:
 ALL_CONTENDERS = ("product", "naive", "pyiceberg", "append")
 
 SCALES: dict[str, Scale] = {
-    # `make bench`: every figure, small enough to finish in about 5 minutes on 2 idle cores
+    # `make bench`: W1 (all four contenders), W2 (product and naive) and the idle run, two
+    # batches each, in under 5 minutes on 2 idle cores. A product batch has a fixed cost
+    # of 10-20 s whatever its size, so the sweep and the layout comparison, which need
+    # many batches, run only in `--full` (or `--smoke`, to check their code paths).
     "quick": Scale(
         name="quick",
-        events=15_000,
-        keys=3_000,
-        preload_w1=30_000,
-        preload_w2=300_000,
-        batch=5_000,
+        events=2_500,
+        keys=700,
+        preload_w1=10_000,
+        preload_w2=40_000,
+        batch=2_000,
         w1_contenders=ALL_CONTENDERS,
         w2_contenders=("product", "naive"),
-        sweep_events=5_000,
-        sweep_keys=1_000,
-        sweep_batches=(1_000, 5_000),
-        sweep_preload=30_000,
-        layout_batch=1_000,
-        layout_reads_after=(1, 3),
-        layout_preload=30_000,
-        idle_repeats=5,
-        task_timeout_s=900,
+        sweep_events=0,
+        sweep_keys=0,
+        sweep_batches=(),
+        sweep_preload=0,
+        layout_batch=0,
+        layout_reads_after=(),
+        layout_preload=0,
+        idle_repeats=3,
+        task_timeout_s=600,
     ),
     # a few seconds of work per contender: checks that every path of the harness runs
     "smoke": Scale(

@@ -415,8 +415,12 @@ def run_append(
 
     def append_batch(batch: DataFrame, batch_id: int) -> None:
         parsed = transforms.parse_events(batch, settings.event_format)
-        typed = transforms.type_columns(parsed.where(~F.col("kafka_tombstone")), columns)
-        rows = typed.where(F.col("problem").isNull()).select(
+        # materialized as the product's job does: under the parser's projections the
+        # optimizer would inline them into the filter, a plan too large for the heap
+        typed = transforms.type_columns(
+            parsed, columns, keep=("kafka_tombstone",)
+        ).localCheckpoint()
+        rows = typed.where(~F.col("kafka_tombstone") & F.col("problem").isNull()).select(
             *names, *SEQUENCE, "cdc_op", F.current_timestamp().alias("ingested_at")
         )
         rows.writeTo(table).append()
