@@ -51,15 +51,16 @@ class Scale:
     batch: int  # Kafka records per micro-batch in W1 and W2
     w1_contenders: tuple[str, ...]
     w2_contenders: tuple[str, ...]
-    sweep_events: int
-    sweep_keys: int
-    sweep_batches: tuple[int, ...]
-    sweep_preload: int
-    layout_batch: int
-    layout_reads_after: tuple[int, ...]  # full-scan read after this many batches in total
-    layout_preload: int
     idle_repeats: int
     task_timeout_s: float  # a contender still running then is stopped and reported as such
+    # the batch-size sweep and the layout comparison; a scale without them skips them
+    sweep_events: int = 0
+    sweep_keys: int = 0
+    sweep_batches: tuple[int, ...] = ()
+    sweep_preload: int = 0
+    layout_batch: int = 0
+    layout_reads_after: tuple[int, ...] = ()  # full-scan read after this many batches in total
+    layout_preload: int = 0
 
     @property
     def layout_events(self) -> int:
@@ -70,9 +71,10 @@ ALL_CONTENDERS = ("product", "naive", "pyiceberg", "append")
 
 SCALES: dict[str, Scale] = {
     # `make bench`: W1 (all four contenders), W2 (product and naive) and the idle run, two
-    # batches each, in under 5 minutes on 2 idle cores. A product batch has a fixed cost
-    # of 10-20 s whatever its size, so the sweep and the layout comparison, which need
-    # many batches, run only in `--full` (or `--smoke`, to check their code paths).
+    # batches each, in about 5 minutes on 2 idle cores (312 s measured). A product batch
+    # has a fixed cost of 15-25 s whatever its size, so the sweep and the layout
+    # comparison, which need many batches, run only in `--full` (or `--smoke`, to check
+    # their code paths).
     "quick": Scale(
         name="quick",
         events=2_500,
@@ -82,13 +84,6 @@ SCALES: dict[str, Scale] = {
         batch=2_000,
         w1_contenders=ALL_CONTENDERS,
         w2_contenders=("product", "naive"),
-        sweep_events=0,
-        sweep_keys=0,
-        sweep_batches=(),
-        sweep_preload=0,
-        layout_batch=0,
-        layout_reads_after=(),
-        layout_preload=0,
         idle_repeats=3,
         task_timeout_s=600,
     ),
@@ -122,13 +117,6 @@ SCALES: dict[str, Scale] = {
         batch=40_000,
         w1_contenders=("product", "naive"),
         w2_contenders=("product", "naive"),
-        sweep_events=0,
-        sweep_keys=0,
-        sweep_batches=(),
-        sweep_preload=0,
-        layout_batch=0,
-        layout_reads_after=(),
-        layout_preload=0,
         idle_repeats=5,
         task_timeout_s=900,
     ),

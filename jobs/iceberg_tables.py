@@ -403,10 +403,7 @@ class IcebergTables:
 
     def empty_commit(self, properties: Mapping[str, str]) -> None:
         """A snapshot that changes no data but records progress in its summary."""
-        append = self.java_table().newAppend()
-        for key, value in properties.items():
-            append = append.set(key, value)
-        append.commit()
+        _empty_append(self.java_table(), properties).commit()
 
     def commit_progress_after(self, parent_id: int, properties: Mapping[str, str]) -> bool:
         """An empty commit of ``properties`` that lands only directly on ``parent_id``.
@@ -421,10 +418,7 @@ class IcebergTables:
         branch = f"cdc-progress-{uuid.uuid4().hex[:12]}"
         table.manageSnapshots().createBranch(branch, int(parent_id)).commit()
         try:
-            append = table.newAppend()
-            for key, value in properties.items():
-                append = append.set(key, value)
-            append.toBranch(branch).commit()
+            _empty_append(table, properties).toBranch(branch).commit()
             try:
                 table.manageSnapshots().fastForwardBranch("main", branch).commit()
             except Exception as error:
@@ -449,6 +443,14 @@ class IcebergTables:
     def run_retrying(self, statement: str, retries: int = CONFLICT_RETRIES) -> None:
         """Run a MERGE again when its commit conflicts with another writer's commit."""
         sql_retrying(self.spark, statement, retries)
+
+
+def _empty_append(table: Any, properties: Mapping[str, str]) -> Any:
+    """An Iceberg append of no files carrying ``properties`` in its snapshot summary."""
+    append = table.newAppend()
+    for key, value in properties.items():
+        append = append.set(key, value)
+    return append
 
 
 def sql_retrying(spark: SparkSession, statement: str, retries: int = CONFLICT_RETRIES) -> list[Any]:

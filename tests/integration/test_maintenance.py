@@ -9,6 +9,7 @@ from reference_fold import fold
 from support import assert_table_equals_fold, read_rows, send
 
 from cdc_iceberg.generator import ArticleSource
+from cdc_iceberg.schema import SEQUENCE, SOURCE_KEY
 from cdc_iceberg.settings import Settings
 from jobs.cdc_to_iceberg import drain
 from jobs.iceberg_maintenance import prune_tombstones
@@ -19,8 +20,7 @@ pytestmark = pytest.mark.integration
 
 def _tombstones(settings: Settings) -> dict[str, tuple[int, int, int, int]]:
     rows = read_rows(settings, settings.tombstone_table)
-    seq = ("ts_ms", "lsn", "kafka_partition", "kafka_offset")
-    return {r["article_id"]: tuple(r[c] for c in seq) for r in rows}  # type: ignore[misc]
+    return {r[SOURCE_KEY]: tuple(r[c] for c in SEQUENCE) for r in rows}  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("mode", ["copy-on-write", "merge-on-read"])
