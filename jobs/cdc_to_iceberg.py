@@ -37,6 +37,7 @@ from urllib.parse import urlparse
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.schema import (
     RESERVED,
+    SEQUENCE_COLUMNS,
     SOURCE_KEY,
     SUMMARY_BATCH,
     SUMMARY_METRICS,
@@ -158,6 +159,14 @@ def _offset_filter(committed: dict[int, int]) -> Any:
     return condition
 
 
+# what a dead letter keeps of its Kafka record
+_DEAD_RAW = ("topic", "timestamp", "key", "value", "problem")
+
+
+def _nulls_first(values: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
+    return tuple((v is not None, v) if v is not None else (False, 0) for v in values)
+
+
 @dataclass
 class _Scan:
     """What the one pass over a typed batch tells the driver."""
@@ -176,16 +185,18 @@ class _Scan:
     truncate_seq: tuple[Any, ...] | None
     toast: int
     toast_creates: int
-    keys: int
 
 
 class BatchWriter:
     """``foreachBatch`` function applying one micro-batch to the Iceberg tables.
 
-    Spark jobs per batch: one pass over the typed batch (offsets, counts, columns
-    and schemas seen, distinct keys), then one MERGE per table that has
-    something to change. A batch that changes the schema is typed and counted
-    again after the change. Everything else is decided on the driver.
+    Spark jobs per batch: one pass that reads the batch from Kafka, parses and
+    types it, and caches it grouped by key (the newest change of each key, and
+    the offsets, counts, columns and schemas seen); the newest change per key
+    from those groups; then one write per table that has something to change.
+    A batch that changes the schema is typed and grouped again after the
+    change; one with a truncate or a key change of a row with TOASTed columns
+    also caches its typed records. Everything else is decided on the driver.
 
     The consumer group gets a batch's end offsets once Spark has committed the
     batch to its checkpoint: when the next batch starts, or when the drain ends.
@@ -287,88 +298,133 @@ class BatchWriter:
                     reason
                 )
             frame = frame.withColumn("problem", F.coalesce(F.col("problem"), reason))
-        keep = ("row", "schema_json", "kafka_tombstone", "parse_problem", "fresh")
+        # columns the row carries beyond the table's: what schema evolution looks at
+        known = F.array(*[F.lit(name) for name, _ in columns])
+        frame = frame.withColumn("new_columns", F.array_except(F.map_keys("row"), known))
+        keep = ("new_columns", "schema_json", "kafka_tombstone", "parse_problem", "fresh")
         return transforms.type_columns(frame, columns, keep=keep)
 
     def _before_stop(self, typed: DataFrame) -> DataFrame:
         """A bounded run (backfill) keeps the records before its stop offsets.
 
-        Filtered on the materialized batch: under the parser's projections the
-        optimizer would inline them into the predicate.
+        The predicate reads only Kafka's own columns, so pushing it below the
+        parser's projections inlines nothing.
         """
         return typed.where(_before_stop(self.stop_offsets)) if self.stop_offsets else typed
 
-    def _scan(self, typed: DataFrame) -> _Scan:
+    def _partials(
+        self, typed: DataFrame, data_columns: list[str], cached: list[DataFrame]
+    ) -> DataFrame:
+        """The one pass over the batch, cached: a row per Kafka partition and group.
+
+        Valid changes group by key and carry :func:`transforms.newest_aggregates`
+        (what the collapse needs); each dead-lettered record is a group of its
+        own carrying its raw record; everything else (Kafka tombstones, records
+        already in the table, truncates) shares one group per partition. Every
+        group carries the counts, offsets, columns and schemas :meth:`_scan`
+        adds up. The records themselves are never cached: a batch is read from
+        Kafka and parsed once.
+        """
         from pyspark.sql import functions as F
 
         from jobs import transforms
-        from jobs.iceberg_tables import merge_declared, row_fields_from_schema
 
         order = self.settings.sequence
-        fresh = F.col("fresh")
-        change = fresh & ~F.col("kafka_tombstone")
-        # a record whose JSON parsed names columns and types, even if a value misfits
-        discover = change & F.col("parse_problem").isNull()
-        valid = change & F.col("problem").isNull()
+        change = F.col("fresh") & ~F.col("kafka_tombstone")
+        # flags first, so the aggregates read columns instead of the parser's expressions
+        marked = typed.select(
+            "*",
+            (change & F.col("problem").isNull()).alias("_valid"),
+            (change & self._dead_condition()).alias("_dead"),
+            (change & _is_truncate()).alias("_truncate"),
+            (change & F.col("parse_problem").isNull()).alias("_discover"),
+        )
+        valid, dead, truncate = F.col("_valid"), F.col("_dead"), F.col("_truncate")
+        discover = F.col("_discover")
+        toast = valid & (F.size("unavailable") > 0)
 
         def total(condition: Any) -> Any:
             return F.sum(condition.cast("int"))
 
+        stats = [
+            F.min("offset").alias("lo"),
+            F.max("offset").alias("hi"),
+            F.count(F.lit(1)).alias("n"),
+            total(F.col("fresh")).alias("fresh"),
+            total(F.col("fresh") & F.col("kafka_tombstone")).alias("tomb"),
+            total(dead).alias("dead"),
+            total(valid).alias("valid"),
+            total(valid & (F.col("cdc_op") == "d")).alias("deletes"),
+            total(truncate).alias("truncates"),
+            F.max(F.when(truncate, transforms.sequence(order=order))).alias("truncate_seq"),
+            total(toast).alias("toast"),
+            total(toast & (F.col("cdc_op") == "c")).alias("toast_creates"),
+            F.array_distinct(
+                F.flatten(
+                    F.collect_set(
+                        F.when(discover & (F.size("new_columns") > 0), F.col("new_columns"))
+                    )
+                )
+            ).alias("cols"),
+            F.collect_set(F.when(discover, F.col("schema_json"))).alias("schemas"),
+        ]
+        raw = [F.first(F.when(dead, F.col(c)), ignorenulls=True).alias(c) for c in _DEAD_RAW]
+        partials = (
+            marked.groupBy(
+                "partition",
+                F.when(valid, F.col(SOURCE_KEY)).alias("_key"),
+                F.when(dead, F.col("offset")).alias("_dead_offset"),
+            )
+            .agg(*transforms.newest_aggregates(data_columns, order), *stats, *raw)
+            .persist()
+        )
+        cached.append(partials)
+        return partials
+
+    def _scan(self, partials: DataFrame) -> _Scan:
+        """Add up the cached groups per Kafka partition (runs the batch's one pass)."""
+        from pyspark.sql import functions as F
+
+        from jobs.iceberg_tables import merge_declared, row_fields_from_schema
+
+        sums = ("n", "fresh", "tomb", "dead", "valid", "deletes", "truncates", "toast")
         rows = (
-            typed.rollup("partition")
+            partials.groupBy("partition")
             .agg(
-                F.grouping("partition").alias("_all"),
-                F.min("offset").alias("lo"),
-                F.max("offset").alias("hi"),
-                F.count("*").alias("n"),
-                total(fresh).alias("fresh"),
-                total(fresh & F.col("kafka_tombstone")).alias("tomb"),
-                F.array_distinct(
-                    F.flatten(F.collect_set(F.when(discover, F.map_keys("row"))))
-                ).alias("cols"),
-                F.collect_set(F.when(discover, F.col("schema_json"))).alias("schemas"),
-                total(change & self._dead_condition()).alias("dead"),
-                total(valid).alias("valid"),
-                total(valid & (F.col("cdc_op") == "d")).alias("deletes"),
-                total(change & _is_truncate()).alias("truncates"),
-                F.max(F.when(change & _is_truncate(), transforms.sequence(order=order))).alias(
-                    "truncate_seq"
-                ),
-                total(valid & (F.size("unavailable") > 0)).alias("toast"),
-                total(valid & (F.size("unavailable") > 0) & (F.col("cdc_op") == "c")).alias(
-                    "toast_creates"
-                ),
-                F.count_distinct(F.when(valid, F.col(SOURCE_KEY))).alias("keys"),
+                F.min("lo").alias("lo"),
+                F.max("hi").alias("hi"),
+                *[F.sum(c).alias(c) for c in (*sums, "toast_creates")],
+                F.array_distinct(F.flatten(F.collect_list("cols"))).alias("cols"),
+                F.array_distinct(F.flatten(F.collect_list("schemas"))).alias("schemas"),
+                F.max("truncate_seq").alias("truncate_seq"),
             )
             .collect()
         )
-        parts = [r for r in rows if not r["_all"]]
-        every = next((r for r in rows if r["_all"]), None)
         declared: dict[str, str | None] = {}
-        for schema_json in (every["schemas"] if every else None) or []:
+        for schema_json in sorted({s for r in rows for s in r["schemas"]}):
             declared = merge_declared(declared, row_fields_from_schema(schema_json))
+        truncates = [tuple(r["truncate_seq"]) for r in rows if r["truncate_seq"] is not None]
+        # Spark's ordering of the struct: a null field sorts first
+        newest_truncate = max(truncates, key=_nulls_first, default=None)
 
         def whole(name: str) -> int:
-            return int(every[name] or 0) if every else 0
+            return sum(int(r[name] or 0) for r in rows)
 
         return _Scan(
-            first={int(r["partition"]): int(r["lo"]) for r in parts},
-            seen_end={int(r["partition"]): int(r["hi"]) + 1 for r in parts},
+            first={int(r["partition"]): int(r["lo"]) for r in rows},
+            seen_end={int(r["partition"]): int(r["hi"]) + 1 for r in rows},
             total=whole("n"),
             fresh=whole("fresh"),
             tombstones=whole("tomb"),
-            columns_seen=sorted((every["cols"] if every else None) or []),
+            columns_seen=sorted({c for r in rows for c in r["cols"] or []}),
             declared=declared,
             dead=whole("dead"),
             valid=whole("valid"),
             deletes=whole("deletes"),
             truncates=whole("truncates"),
-            truncate_seq=tuple(every["truncate_seq"])
-            if every and every["truncate_seq"] is not None
-            else None,
+            truncate_seq=newest_truncate,
             toast=whole("toast"),
             toast_creates=whole("toast_creates"),
-            keys=whole("keys"),
         )
 
     def _apply(
@@ -384,10 +440,9 @@ class BatchWriter:
         table_columns = tables.columns()
         columns = [(n, t) for n, t in table_columns.items() if n not in RESERVED]
         # typed with the table's columns as they are: right unless the batch changes them
-        typed = self._type(parsed, committed, columns, {}).persist()
-        cached.append(typed)
-        typed = self._before_stop(typed)
-        scan = self._scan(typed)
+        typed = self._before_stop(self._type(parsed, committed, columns, {}))
+        partials = self._partials(typed, [n for n, _ in columns], cached)
+        scan = self._scan(partials)
         STEPS.mark("scan")
         end = self._end_offsets(batch_id, scan.seen_end)
         if not end:
@@ -419,19 +474,28 @@ class BatchWriter:
                 columns += [c for c in add if c[0] not in dict(columns)]
             else:
                 columns = tables.data_columns()
-            retyped = self._type(parsed, committed, columns, incompatible).persist()
-            cached.append(retyped)
-            typed = self._before_stop(retyped)
-            scan = self._scan(typed)
+            typed = self._before_stop(self._type(parsed, committed, columns, incompatible))
+            partials = self._partials(typed, [n for n, _ in columns], cached)
+            scan = self._scan(partials)
             STEPS.mark("rescan")
         self._write(
-            batch, typed, scan, batch_id, metrics, start, end, [n for n, _ in columns], cached
+            batch,
+            typed,
+            partials,
+            scan,
+            batch_id,
+            metrics,
+            start,
+            end,
+            [n for n, _ in columns],
+            cached,
         )
 
     def _write(
         self,
         batch: DataFrame,
         typed: DataFrame,
+        partials: DataFrame,
         scan: _Scan,
         batch_id: int,
         metrics: BatchMetrics,
@@ -444,41 +508,57 @@ class BatchWriter:
 
         from jobs import transforms
         from jobs.iceberg_tables import (
+            append_tombstones_sql,
             live_source_sql,
             merge_dlq_sql,
             merge_live_sql,
-            merge_tombstones_sql,
         )
 
         settings = self.settings
         tables = self.tables
         order = settings.sequence
-        change = F.col("fresh") & ~F.col("kafka_tombstone")
         metrics.dead_lettered = scan.dead
-        valid = typed.where(change & F.col("problem").isNull())
-        key_count = scan.keys
         truncate_seq = None
         if settings.truncate_policy == "clear" and scan.truncate_seq is not None:
             truncate_seq = scan.truncate_seq
             metrics.truncated = scan.truncates
-            valid = valid.where(
-                transforms.sequence(order=order) > F.struct(*[F.lit(v) for v in truncate_seq])
+        key_change_toast = bool(scan.toast_creates) and "headers" in batch.columns
+        if truncate_seq is not None or key_change_toast:
+            # these need the single changes, not the newest per key: cache the typed batch
+            events = typed.persist()
+            cached.append(events)
+            valid = events.where(
+                F.col("fresh") & ~F.col("kafka_tombstone") & F.col("problem").isNull()
             )
-        if scan.toast_creates and "headers" in batch.columns:
-            # a key change whose create lacks TOASTed values: take them from the old key
-            valid = transforms.fill_from_old_key(
-                valid,
-                transforms.old_keys(batch),
-                self.spark.sql(f"SELECT * FROM {tables.live}"),
-                data_columns,
-                order,
-            ).localCheckpoint()  # materialized: the MERGE must not re-read the table it writes
-        collapsed = transforms.collapse_newest(valid, data_columns, order)
-        if scan.deletes:
-            collapsed = collapsed.persist()  # read by both MERGEs
+            if truncate_seq is not None:
+                # the keys the truncate empties include those the batch wrote before it
+                valid.select(SOURCE_KEY).createOrReplaceTempView("cdc_batch_keys")
+                types = dict(SEQUENCE_COLUMNS)
+                pairs = zip(truncate_seq, order, strict=True)
+                after = F.struct(*[F.lit(v).cast(types[c]).alias(c) for v, c in pairs])
+                valid = valid.where(transforms.sequence(order=order) > after)
+            if key_change_toast:
+                # a key change whose create lacks TOASTed values: take them from the old key
+                valid = transforms.fill_from_old_key(
+                    valid,
+                    transforms.old_keys(batch),
+                    self.spark.sql(f"SELECT * FROM {tables.live}"),
+                    data_columns,
+                    order,
+                ).localCheckpoint()  # materialized: the MERGE must not re-read its own table
+            collapsed = transforms.collapse_newest(valid, data_columns, order)
+        else:
+            keyed = partials.where(F.col("_key").isNotNull())
+            collapsed = transforms.combine_newest(
+                keyed.withColumnRenamed("_key", SOURCE_KEY), data_columns, order
+            )
+        key_count = 0
+        if scan.valid:
+            # one row per key, counted here and read by the tombstone append and the MERGE
+            collapsed = collapsed.persist()
             cached.append(collapsed)
-        if truncate_seq is not None:
             key_count = collapsed.count()
+            STEPS.mark("collapse")
         metrics.collapsed_in_batch = scan.valid - key_count
         if self.dry_run:
             metrics.stale = key_count
@@ -500,11 +580,11 @@ class BatchWriter:
         before_snapshot = tables.current_snapshot_id()
         try:
             if metrics.dead_lettered:
-                dead_rows = typed.where(change & self._dead_condition()).select(
+                dead_rows = partials.where(F.col("_dead_offset").isNotNull()).select(
                     F.lit(settings.pipeline_id).alias("pipeline_id"),
                     "topic",
-                    "kafka_partition",
-                    "kafka_offset",
+                    F.col("partition").cast("int").alias("kafka_partition"),
+                    F.col("_dead_offset").alias("kafka_offset"),
                     F.col("timestamp").alias("kafka_timestamp"),
                     F.col("key").alias("raw_key"),
                     F.col("value").alias("raw_value"),
@@ -521,13 +601,9 @@ class BatchWriter:
             if scan.deletes:
                 # deletes are remembered first: a crash before the live MERGE replays both
                 tables.run_retrying(
-                    merge_tombstones_sql(
-                        tables.tombstones,
-                        "(SELECT * FROM cdc_collapsed WHERE cdc_op = 'd')",
-                        order,
-                    )
+                    append_tombstones_sql(tables.tombstones, "cdc_collapsed", order)
                 )
-                STEPS.mark("merge-tombstones")
+                STEPS.mark("append-tombstones")
             if key_count:
                 remembered = tables.tombstones if tables.record_count(tables.tombstones) else None
                 source = live_source_sql("cdc_collapsed", remembered, order)
@@ -562,17 +638,25 @@ class BatchWriter:
         }
 
     def _clear_before(self, truncate_seq: tuple[Any, ...]) -> None:
-        """``op = t`` under the 'clear' policy: every older row becomes a tombstone."""
-        from jobs.iceberg_tables import merge_tombstones_sql
+        """``op = t`` under the 'clear' policy: every older row becomes a tombstone.
+
+        Every key of the table and of the batch (``cdc_batch_keys``) is
+        remembered as deleted at the truncate, so no change from before it
+        (a redelivery, say) can bring a row back.
+        """
+        from jobs.iceberg_tables import append_tombstones_sql
 
         tables = self.tables
         order = self.settings.sequence
-        literals = [str(int(v)) for v in truncate_seq]
-        as_columns = ", ".join(f"{v} AS {n}" for v, n in zip(literals, order, strict=True))
+        types = dict(SEQUENCE_COLUMNS)
+        literals = [
+            f"CAST({int(v)} AS {types[n]}) AS {n}" for v, n in zip(truncate_seq, order, strict=True)
+        ]
         self.spark.sql(
-            f"SELECT {SOURCE_KEY}, {as_columns}, 'd' AS cdc_op FROM {tables.live}"
+            f"SELECT {SOURCE_KEY}, {', '.join(literals)}, 'd' AS cdc_op FROM (SELECT "
+            f"{SOURCE_KEY} FROM {tables.live} UNION SELECT {SOURCE_KEY} FROM cdc_batch_keys)"
         ).createOrReplaceTempView("cdc_truncated")
-        tables.run_retrying(merge_tombstones_sql(tables.tombstones, "cdc_truncated", order))
+        tables.run_retrying(append_tombstones_sql(tables.tombstones, "cdc_truncated", order))
         tables.run_retrying(
             f"DELETE FROM {tables.live} WHERE struct({', '.join(order)}) "
             f"< struct({', '.join(literals)})"

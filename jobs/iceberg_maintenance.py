@@ -8,9 +8,10 @@ For the live, tombstone and dead-letter tables: compact small files and fold
 merge-on-read deletes into data files, rewrite manifests, expire snapshots
 older than ``MAINTENANCE_SNAPSHOT_RETENTION_HOURS`` (keeping the last
 ``MAINTENANCE_RETAIN_LAST``), and remove orphan files. Tombstones older than
-``CDC_TOMBSTONE_RETENTION_HOURS``, or superseded by a newer live row, are
-pruned. The pipeline's offsets survive: after a rewrite the newest progress
-record is copied into a fresh snapshot before anything expires.
+``CDC_TOMBSTONE_RETENTION_HOURS``, superseded by a newer live row, or outdated
+by a newer tombstone of the same key, are pruned. The pipeline's offsets
+survive: after a rewrite the newest progress record is copied into a fresh
+snapshot before anything expires.
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ def _timestamp(hours_ago: int) -> str:
 
 
 def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours: int) -> None:
-    """Forget deletes past retention, and those a newer live row has superseded."""
+    """Forget deletes past retention, those a newer live row has superseded, and
+    all but the newest of a key's tombstones (the drain appends them)."""
+    from pyspark.sql import functions as F
+
     from jobs.iceberg_tables import seq_newer
 
+    order = tables.settings.sequence
     spark.sql(
         f"DELETE FROM {tables.tombstones} "
         f"WHERE deleted_at < TIMESTAMP '{_timestamp(retention_hours)}'"
@@ -51,7 +56,24 @@ def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours
     # a copy-on-write MERGE cannot plan a source that reads its own target
     spark.sql(
         f"MERGE INTO {tables.tombstones} t USING {tables.live} l "
-        f"ON t.{SOURCE_KEY} = l.{SOURCE_KEY} AND {seq_newer('l', 't', tables.settings.sequence)} "
+        f"ON t.{SOURCE_KEY} = l.{SOURCE_KEY} AND {seq_newer('l', 't', order)} "
+        f"WHEN MATCHED THEN DELETE"
+    )
+    # the newest tombstone per key, materialized for the same reason
+    newest = (
+        spark.table(tables.tombstones)
+        .groupBy(SOURCE_KEY)
+        .agg(F.max(F.struct(*order)).alias("n"), F.count(F.lit(1)).alias("copies"))
+        .where(F.col("copies") > 1)
+        .select(SOURCE_KEY, *[F.col(f"n.{c}").alias(c) for c in order])
+        .localCheckpoint()
+    )
+    if newest.isEmpty():
+        return
+    newest.createOrReplaceTempView("cdc_newest_tombstones")
+    spark.sql(
+        f"MERGE INTO {tables.tombstones} t USING cdc_newest_tombstones n "
+        f"ON t.{SOURCE_KEY} = n.{SOURCE_KEY} AND {seq_newer('n', 't', order)} "
         f"WHEN MATCHED THEN DELETE"
     )
 

@@ -117,7 +117,7 @@ def create_dlq_sql(table: str) -> str:
 def live_source_sql(source: str, tombstones: str | None, order: Sequence[str] = SEQUENCE) -> str:
     """The changes a MERGE may apply: those no remembered delete of the same key outdates.
 
-    A delete always passes (the tombstone MERGE already kept the newest one).
+    A delete always passes: the MERGE's own sequence guard decides it.
     The tombstone table is named in SQL rather than joined as a DataFrame, so
     Spark plans it like any table of the statement, copy-on-write included.
     """
@@ -165,18 +165,23 @@ def merge_live_sql(
     )
 
 
-def merge_tombstones_sql(table: str, source: str, order: Sequence[str] = SEQUENCE) -> str:
-    """Remember deletes with their sequence; forget them when the key comes back newer."""
-    newer = seq_newer("s", "t", order)
-    seq_set = ", ".join(f"{c} = s.{c}" for c in SEQUENCE)
+def append_tombstones_sql(table: str, source: str, order: Sequence[str] = SEQUENCE) -> str:
+    """Remember the deletes of ``source`` (collapsed changes) with their sequence.
+
+    An append, not a MERGE, so a batch writes only its new deletes instead of
+    rewriting the files of every key it touches. A key may gather several
+    tombstones (deleted, re-created, deleted again) and every reader takes the
+    newest; a tombstone only rejects changes older than itself, so an older
+    one changes nothing, and maintenance prunes it (``prune_tombstones``). A
+    delete already remembered, or outdated by a remembered one, is not
+    appended again: a replayed batch adds nothing.
+    """
     cols = ", ".join((SOURCE_KEY, *SEQUENCE, "deleted_at"))
-    vals = ", ".join((*(f"s.{c}" for c in (SOURCE_KEY, *SEQUENCE)), "current_timestamp()"))
+    values = ", ".join(f"s.{c}" for c in (SOURCE_KEY, *SEQUENCE))
     return (
-        f"MERGE INTO {table} t USING {source} s ON t.{SOURCE_KEY} = s.{SOURCE_KEY} "
-        f"WHEN MATCHED AND s.cdc_op = 'd' AND {newer} THEN UPDATE SET {seq_set}, "
-        "deleted_at = current_timestamp() "
-        f"WHEN MATCHED AND s.cdc_op <> 'd' AND {newer} THEN DELETE "
-        f"WHEN NOT MATCHED AND s.cdc_op = 'd' THEN INSERT ({cols}) VALUES ({vals})"
+        f"INSERT INTO {table} ({cols}) SELECT {values}, current_timestamp() "
+        f"FROM {source} s LEFT ANTI JOIN {table} x ON x.{SOURCE_KEY} = s.{SOURCE_KEY} "
+        f"AND NOT ({seq_newer('s', 'x', order)}) WHERE s.cdc_op = 'd'"
     )
 
 

@@ -344,6 +344,18 @@ def collapse_newest(
     available value from earlier changes of the same key in the batch; if none
     has it, it stays in ``unavailable`` and the MERGE keeps the stored value.
     """
+    grouped = events.groupBy(SOURCE_KEY).agg(*newest_aggregates(columns, order))
+    return finish_newest(grouped, columns)
+
+
+def newest_aggregates(columns: Sequence[str], order: Sequence[str] = SEQUENCE) -> list[Column]:
+    """The aggregates of :func:`collapse_newest` over some changes of one key.
+
+    ``_n`` is the newest change's sequence and op, ``_a_<column>`` the newest
+    available value of each column with its sequence, ``_events`` the count.
+    Computed over parts of a key's changes, they combine with
+    :func:`combine_newest`.
+    """
     seq = sequence(order=order)
     aggregates = [F.max_by(F.struct(*[F.col(c) for c in (*SEQUENCE, "cdc_op")]), seq).alias("_n")]
     for name in columns:
@@ -355,7 +367,27 @@ def collapse_newest(
             F.struct(seq.alias("s"), F.col(name).alias("v")), F.when(available, seq)
         )
         aggregates.append(newest_available.alias(f"_a_{name}"))
-    grouped = events.groupBy(SOURCE_KEY).agg(*aggregates, F.count(F.lit(1)).alias("_events"))
+    aggregates.append(F.count(F.lit(1)).alias("_events"))
+    return aggregates
+
+
+def combine_newest(
+    parts: DataFrame, columns: Sequence[str], order: Sequence[str] = SEQUENCE
+) -> DataFrame:
+    """One row per key from rows of :func:`newest_aggregates` over parts of its changes."""
+    newest = F.struct(*[F.col(f"_n.{c}") for c in order])
+    aggregates = [F.max_by(F.col("_n"), newest).alias("_n")]
+    for name in columns:
+        if name == SOURCE_KEY:
+            continue
+        part = F.col(f"_a_{name}")
+        aggregates.append(F.max_by(part, part["s"]).alias(f"_a_{name}"))
+    aggregates.append(F.sum("_events").alias("_events"))
+    return finish_newest(parts.groupBy(SOURCE_KEY).agg(*aggregates), columns)
+
+
+def finish_newest(grouped: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """The collapsed change of each key from its :func:`newest_aggregates`."""
     out: list[Column] = [F.col(SOURCE_KEY)]
     out += [F.col(f"_n.{c}").alias(c) for c in (*SEQUENCE, "cdc_op")]
     still_unavailable: list[Column] = []
@@ -370,12 +402,12 @@ def collapse_newest(
         else F.array().cast("array<string>")
     )
     out.append(
-        F.when(F.col("cdc_op_n") == "d", F.array().cast("array<string>"))
+        F.when(F.col("_n.cdc_op") == "d", F.array().cast("array<string>"))
         .otherwise(unavailable)
         .alias("unavailable")
     )
-    out.append(F.col("_events"))
-    return grouped.withColumn("cdc_op_n", F.col("_n.cdc_op")).select(*out)
+    out.append(F.col("_events").cast("bigint").alias("_events"))
+    return grouped.select(*out)
 
 
 # -- primary-key changes of rows with TOASTed columns ---------------------------

@@ -18,9 +18,17 @@ from jobs.iceberg_tables import IcebergTables
 pytestmark = pytest.mark.integration
 
 
-def _tombstones(settings: Settings) -> dict[str, tuple[int, int, int, int]]:
+def _tombstone_rows(settings: Settings) -> list[tuple[str, tuple[int, ...]]]:
     rows = read_rows(settings, settings.tombstone_table)
-    return {r[SOURCE_KEY]: tuple(r[c] for c in SEQUENCE) for r in rows}  # type: ignore[misc]
+    return [(r[SOURCE_KEY], tuple(r[c] for c in SEQUENCE)) for r in rows]  # type: ignore[misc]
+
+
+def _tombstones(settings: Settings) -> dict[str, tuple[int, ...]]:
+    """The delete in force per key: the newest of its tombstones."""
+    newest: dict[str, tuple[int, ...]] = {}
+    for key, seq in _tombstone_rows(settings):
+        newest[key] = max(seq, newest.get(key, seq))
+    return newest
 
 
 @pytest.mark.parametrize("mode", ["copy-on-write", "merge-on-read"])
@@ -44,15 +52,60 @@ def test_prune_drops_superseded_and_expired_tombstones(
         f"{partition}, {offset}, current_timestamp())"
     )
     assert live_key in _tombstones(settings)
+    # and an older tombstone of a key whose newer delete is in force
+    dead_key, (ts_ms, lsn, partition, offset) = sorted(expected.deleted.items())[0]
+    spark.sql(
+        f"INSERT INTO {tables.tombstones} VALUES ('{dead_key}', {ts_ms}, {lsn - 1}, "
+        f"{partition}, {offset}, current_timestamp())"
+    )
 
     prune_tombstones(spark, tables, retention_hours=24)
 
     assert _tombstones(settings) == {k: before[k] for k in expected.deleted}
+    assert len(_tombstone_rows(settings)) == len(expected.deleted), "one tombstone per key"
     assert_table_equals_fold(settings, expected.rows)
 
     prune_tombstones(spark, tables, retention_hours=0)  # every delete is past retention now
     assert _tombstones(settings) == {}
     assert_table_equals_fold(settings, expected.rows)
+
+
+def test_tombstone_append_adds_only_deletes_not_yet_remembered(
+    spark: Any, pipeline: Settings
+) -> None:
+    """A replayed batch appends nothing; a newer delete of a remembered key is added."""
+    from jobs.iceberg_tables import append_tombstones_sql
+
+    settings = pipeline.replace(max_offsets_per_trigger=200)
+    source = ArticleSource(seed=49, partitions=1)
+    records = send(settings, source.random_history(400, 40, delete_share=0.3), 1)
+    drain(spark, settings)
+    deleted = fold(records).deleted
+    assert deleted and _tombstones(settings) == deleted
+    rows = _tombstone_rows(settings)
+    tables = IcebergTables(spark, settings)
+    columns = ", ".join(SEQUENCE)
+
+    # the same deletes again, as a batch replayed after a crash would bring them
+    spark.sql(
+        f"SELECT {SOURCE_KEY}, {columns}, 'd' AS cdc_op FROM {tables.tombstones}"
+    ).createOrReplaceTempView("replayed")
+    spark.sql(append_tombstones_sql(tables.tombstones, "replayed"))
+    assert sorted(_tombstone_rows(settings)) == sorted(rows)
+
+    # one key deleted again later, one older delete, one change that is no delete
+    (newer_key, seq), (older_key, old_seq) = sorted(deleted.items())[:2]
+    later = (seq[0] + 1, *seq[1:])
+    earlier = (old_seq[0] - 1, *old_seq[1:])
+    named = ", ".join(f"{v} AS {c}" for v, c in zip(later, SEQUENCE, strict=True))
+    spark.sql(
+        f"SELECT '{newer_key}' AS {SOURCE_KEY}, {named}, 'd' AS cdc_op "
+        f"UNION ALL SELECT '{older_key}', {', '.join(map(str, earlier))}, 'd' "
+        f"UNION ALL SELECT 'art-new', 1, 1, 0, 0, 'c'"
+    ).createOrReplaceTempView("more")
+    spark.sql(append_tombstones_sql(tables.tombstones, "more"))
+    assert sorted(_tombstone_rows(settings)) == sorted([*rows, (newer_key, later)])
+    assert _tombstones(settings) == {**deleted, newer_key: later}
 
 
 def test_progress_is_carried_only_onto_the_snapshot_it_was_read_from(
