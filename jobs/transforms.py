@@ -191,8 +191,13 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         source_ok.alias("_source_ok"),
         F.col("value").isNull().alias("kafka_tombstone"),
     )
-    ts_ms = _typed(F.col("ts_ms_raw"), "bigint")
-    lsn = _typed(F.col("lsn_raw"), "bigint")
+    # typed once per row in a projection of their own: the checks below read them often
+    parsed = parsed.select(
+        "*",
+        _typed(F.col("ts_ms_raw"), "bigint").alias("_ts_ms"),
+        _typed(F.col("lsn_raw"), "bigint").alias("_lsn"),
+    )
+    ts_ms, lsn = F.col("_ts_ms"), F.col("_lsn")
     problem = (
         F.when(F.col("kafka_tombstone"), F.lit(None).cast("string"))
         .when(F.col("_bad_utf8"), F.lit("value is not valid UTF-8"))
@@ -264,17 +269,28 @@ def snapshot_read_lsn(op: Column, snapshot_flag: Column, lsn: Column) -> Column:
 
 def _typed(raw: Column, spark_type: str) -> Column:
     """``raw`` (JSON text) as ``spark_type``, null when it does not fit (see the patterns above)."""
+    return _in_range(_candidate(raw, spark_type), spark_type)
+
+
+def _candidate(raw: Column, spark_type: str) -> Column:
+    """The first half of :func:`_typed`: the text's pattern checked, then cast."""
     if spark_type == "string":
         return raw
     if spark_type == "timestamp":
-        moment = F.when(raw.rlike(TIMESTAMP_PATTERN), raw.try_cast("timestamp"))
-        in_range = F.unix_micros(moment).between(TIMESTAMP_MIN_MICROS, TIMESTAMP_MAX_MICROS)
-        return F.when(in_range, moment)
+        return F.when(raw.rlike(TIMESTAMP_PATTERN), raw.try_cast("timestamp"))
     if spark_type == "boolean":
         return F.when(F.lower(raw).isin("true", "false"), F.lower(raw) == "true")
     if spark_type in INTEGER_TYPES:
         return F.when(raw.rlike(INTEGER_PATTERN), raw.try_cast(spark_type))
     return raw.try_cast(spark_type)
+
+
+def _in_range(candidate: Column, spark_type: str) -> Column:
+    """The second half of :func:`_typed`: a timestamp only within what every reader holds."""
+    if spark_type != "timestamp":
+        return candidate
+    in_range = F.unix_micros(candidate).between(TIMESTAMP_MIN_MICROS, TIMESTAMP_MAX_MICROS)
+    return F.when(in_range, candidate)
 
 
 def type_columns(
@@ -285,17 +301,37 @@ def type_columns(
     A value that does not fit its column becomes a ``problem``. A value equal to
     Debezium's TOAST placeholder is not a value: its column name goes into
     ``unavailable`` and the stored value is kept when the change is applied.
+
+    Each step is a projection of its own (the row's texts, their casts, the
+    range checks, the result), so Spark looks up, matches and casts each value
+    once per row: an expression read several times by the next projection is
+    not inlined into each read.
     """
+    data = [(i, name, kind) for i, (name, kind) in enumerate(columns) if name != SOURCE_KEY]
+    if not data:
+        return parsed.select(
+            *_kafka_and_sequence(),
+            F.col(SOURCE_KEY),
+            F.array().cast("array<string>").alias("unavailable"),
+            "problem",
+            *keep,
+        )
+    staged = parsed.select(
+        "*", F.struct(*[F.col("row")[name].alias(f"c{i}") for i, name, _ in data]).alias("_raw")
+    )
+    staged = staged.select(
+        "*", *[_candidate(F.col(f"_raw.c{i}"), kind).alias(f"_cand{i}") for i, _, kind in data]
+    )
+    staged = staged.select(
+        "*", *[_in_range(F.col(f"_cand{i}"), kind).alias(f"_typed{i}") for i, _, kind in data]
+    )
     selected: list[Column] = []
     unavailable: list[Column] = []
     misfits: list[Column] = []
-    for name, spark_type in columns:
-        raw = F.col("row")[name]
+    for i, name, spark_type in data:
+        raw = F.col(f"_raw.c{i}")
+        typed = F.col(f"_typed{i}")
         placeholder = raw == F.lit(TOAST_PLACEHOLDER)
-        typed = _typed(raw, spark_type)
-        if name == SOURCE_KEY:
-            selected.append(F.col(SOURCE_KEY))
-            continue
         selected.append(F.when(placeholder, F.lit(None)).otherwise(typed).alias(name))
         unavailable.append(F.when(placeholder, F.lit(name)))
         misfits.append(
@@ -308,8 +344,20 @@ def type_columns(
                 ),
             )
         )
-    problem = F.coalesce(F.col("problem"), *misfits) if misfits else F.col("problem")
-    return parsed.select(
+    by_name = {name: column for name, column in zip([n for _, n, _ in data], selected, strict=True)}
+    ordered = [F.col(SOURCE_KEY) if name == SOURCE_KEY else by_name[name] for name, _ in columns]
+    return staged.select(
+        *_kafka_and_sequence(),
+        *ordered,
+        F.filter(F.array(*unavailable), lambda c: c.isNotNull()).alias("unavailable"),
+        F.coalesce(F.col("problem"), *misfits).alias("problem"),
+        *keep,
+    )
+
+
+def _kafka_and_sequence() -> list[Column | str]:
+    """The leading columns of :func:`type_columns`: Kafka's, the op and the sequence."""
+    return [
         "key",
         "value",
         "topic",
@@ -321,13 +369,7 @@ def type_columns(
         "lsn",
         F.col("partition").cast("int").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
-        *selected,
-        F.filter(F.array(*unavailable), lambda c: c.isNotNull()).alias("unavailable")
-        if unavailable
-        else F.array().cast("array<string>").alias("unavailable"),
-        problem.alias("problem"),
-        *keep,
-    )
+    ]
 
 
 def sequence(prefix: str = "", order: Sequence[str] = SEQUENCE) -> Column:
