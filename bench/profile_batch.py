@@ -13,13 +13,16 @@ forcing every column with Spark's ``noop`` sink) and written to
 * ``kafka_read``: the batch's records fetched from a local broker, nothing else;
 * ``parse``: ``transforms.parse_events`` on the records (from a cached copy);
 * ``parse_and_type``: the same plus ``transforms.type_columns``, as the job types it;
-* ``cache``: building the job's cache of the typed batch (``persist`` + count);
-* ``scan_aggregation``: the job's one aggregation over the cached batch;
-* ``collapse``: ``transforms.collapse_newest`` of the valid changes.
+* ``one_pass``: the job's one pass over the batch (parse, type, group per key
+  and cache, then add the groups up): what the job's ``scan`` step does after
+  the fetch;
+* ``collapse``: ``transforms.combine_newest``, the newest change per key from
+  the cached groups.
 
 Then the job itself drains the same records as one batch into an empty table
 (``drain``), and its own step timings (``drain_steps_s``: ``scan``,
-``merge-tombstones``, ``merge-live``) are recorded beside the parts above.
+``collapse``, ``append-tombstones``, ``merge-live``) are recorded beside the
+parts above.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def profile(records: int, keys: int, repeats: int, work: Path) -> dict[str, Any]
     from bench.contenders import run_product
     from cdc_iceberg.generator import ArticleSource, produce
     from cdc_iceberg.kafka_offsets import ensure_topic
-    from cdc_iceberg.schema import SOURCE_COLUMNS
+    from cdc_iceberg.schema import SOURCE_COLUMNS, SOURCE_KEY
     from cdc_iceberg.settings import Settings
     from jobs import transforms
     from jobs.cdc_to_iceberg import BatchWriter, build_session
@@ -115,22 +118,21 @@ def profile(records: int, keys: int, repeats: int, work: Path) -> dict[str, Any]
             steps["parse"] = _best(lambda: force(parsed), repeats)
             steps["parse_and_type"] = _best(lambda: force(typed), repeats)
 
-            def cache() -> None:
-                typed.persist().count()
-                typed.unpersist(blocking=True)
+            names = [n for n, _ in columns]
 
-            steps["cache"] = max(0.0, round(_best(cache, repeats) - steps["parse_and_type"], 3))
-            cached = typed.persist()
-            cached.count()
-            steps["scan_aggregation"] = _best(lambda: writer._scan(cached), repeats)
-            valid = cached.where(
-                F.col("fresh") & ~F.col("kafka_tombstone") & F.col("problem").isNull()
-            )
-            collapsed = transforms.collapse_newest(
-                valid, [n for n, _ in columns], settings.sequence
-            )
+            def one_pass() -> None:
+                cached: list[Any] = []
+                writer._scan(writer._partials(typed, names, cached))
+                for frame in cached:
+                    frame.unpersist(blocking=True)
+
+            steps["one_pass"] = _best(one_pass, repeats)
+            partials = writer._partials(typed, names, [])
+            writer._scan(partials)
+            keyed = partials.where(F.col("_key").isNotNull()).withColumnRenamed("_key", SOURCE_KEY)
+            collapsed = transforms.combine_newest(keyed, names, settings.sequence)
             steps["collapse"] = _best(lambda: force(collapsed), repeats)
-            cached.unpersist()
+            partials.unpersist()
             raw.unpersist()
             batches = run_product(spark, settings)
         finally:
