@@ -59,12 +59,11 @@ def _best(step: Any, repeats: int) -> float:
 
 
 def profile(records: int, keys: int, repeats: int, work: Path) -> dict[str, Any]:
-    from pyspark.sql import functions as F
 
     from bench.contenders import run_product
     from cdc_iceberg.generator import ArticleSource, produce
     from cdc_iceberg.kafka_offsets import ensure_topic
-    from cdc_iceberg.schema import SOURCE_COLUMNS, SOURCE_KEY
+    from cdc_iceberg.schema import SOURCE_COLUMNS
     from cdc_iceberg.settings import Settings
     from jobs import transforms
     from jobs.cdc_to_iceberg import BatchWriter, build_session
@@ -129,8 +128,7 @@ def profile(records: int, keys: int, repeats: int, work: Path) -> dict[str, Any]
             steps["one_pass"] = _best(one_pass, repeats)
             partials = writer._partials(typed, names, [])
             writer._scan(partials)
-            keyed = partials.where(F.col("_key").isNotNull()).withColumnRenamed("_key", SOURCE_KEY)
-            collapsed = transforms.combine_newest(keyed, names, settings.sequence)
+            collapsed = writer._newest(partials, names)
             steps["collapse"] = _best(lambda: force(collapsed), repeats)
             partials.unpersist()
             raw.unpersist()

@@ -163,6 +163,12 @@ def _offset_filter(committed: dict[int, int]) -> Any:
 _DEAD_RAW = ("topic", "timestamp", "key", "value", "problem")
 
 
+def _sequence_sql(values: tuple[Any, ...], order: tuple[str, ...]) -> list[str]:
+    """A sequence tuple as typed SQL literals named after its columns."""
+    types = dict(SEQUENCE_COLUMNS)
+    return [f"CAST({int(v)} AS {types[n]}) AS {n}" for v, n in zip(values, order, strict=True)]
+
+
 def _nulls_first(values: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
     return tuple((v is not None, v) if v is not None else (False, 0) for v in values)
 
@@ -381,19 +387,38 @@ class BatchWriter:
         cached.append(partials)
         return partials
 
+    def _newest(self, partials: DataFrame, data_columns: list[str]) -> DataFrame:
+        """The newest change per key, from the key groups of :meth:`_partials`."""
+        from pyspark.sql import functions as F
+
+        from jobs import transforms
+
+        keyed = partials.where(F.col("_key").isNotNull()).withColumnRenamed("_key", SOURCE_KEY)
+        return transforms.combine_newest(keyed, data_columns, self.settings.sequence)
+
     def _scan(self, partials: DataFrame) -> _Scan:
         """Add up the cached groups per Kafka partition (runs the batch's one pass)."""
         from pyspark.sql import functions as F
 
         from jobs.iceberg_tables import merge_declared, row_fields_from_schema
 
-        sums = ("n", "fresh", "tomb", "dead", "valid", "deletes", "truncates", "toast")
+        sums = (
+            "n",
+            "fresh",
+            "tomb",
+            "dead",
+            "valid",
+            "deletes",
+            "truncates",
+            "toast",
+            "toast_creates",
+        )
         rows = (
             partials.groupBy("partition")
             .agg(
                 F.min("lo").alias("lo"),
                 F.max("hi").alias("hi"),
-                *[F.sum(c).alias(c) for c in (*sums, "toast_creates")],
+                *[F.sum(c).alias(c) for c in sums],
                 F.array_distinct(F.flatten(F.collect_list("cols"))).alias("cols"),
                 F.array_distinct(F.flatten(F.collect_list("schemas"))).alias("schemas"),
                 F.max("truncate_seq").alias("truncate_seq"),
@@ -533,9 +558,7 @@ class BatchWriter:
             if truncate_seq is not None:
                 # the keys the truncate empties include those the batch wrote before it
                 valid.select(SOURCE_KEY).createOrReplaceTempView("cdc_batch_keys")
-                types = dict(SEQUENCE_COLUMNS)
-                pairs = zip(truncate_seq, order, strict=True)
-                after = F.struct(*[F.lit(v).cast(types[c]).alias(c) for v, c in pairs])
+                after = F.expr(f"struct({', '.join(_sequence_sql(truncate_seq, order))})")
                 valid = valid.where(transforms.sequence(order=order) > after)
             if key_change_toast:
                 # a key change whose create lacks TOASTed values: take them from the old key
@@ -548,10 +571,7 @@ class BatchWriter:
                 ).localCheckpoint()  # materialized: the MERGE must not re-read its own table
             collapsed = transforms.collapse_newest(valid, data_columns, order)
         else:
-            keyed = partials.where(F.col("_key").isNotNull())
-            collapsed = transforms.combine_newest(
-                keyed.withColumnRenamed("_key", SOURCE_KEY), data_columns, order
-            )
+            collapsed = self._newest(partials, data_columns)
         key_count = 0
         if scan.valid:
             # one row per key, counted here and read by the tombstone append and the MERGE
@@ -648,10 +668,7 @@ class BatchWriter:
 
         tables = self.tables
         order = self.settings.sequence
-        types = dict(SEQUENCE_COLUMNS)
-        literals = [
-            f"CAST({int(v)} AS {types[n]}) AS {n}" for v, n in zip(truncate_seq, order, strict=True)
-        ]
+        literals = _sequence_sql(truncate_seq, order)
         self.spark.sql(
             f"SELECT {SOURCE_KEY}, {', '.join(literals)}, 'd' AS cdc_op FROM (SELECT "
             f"{SOURCE_KEY} FROM {tables.live} UNION SELECT {SOURCE_KEY} FROM cdc_batch_keys)"
