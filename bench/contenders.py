@@ -263,7 +263,10 @@ def _wait_for(seen: dict[int, Any], count: int, timeout: float = 10.0) -> None:
         time.sleep(0.2)
 
 
-def _kafka_stream(spark: SparkSession, settings: Settings) -> Any:
+def _kafka_stream(spark: SparkSession, settings: Settings, split: bool = False) -> Any:
+    """The topic as a stream; ``split``: read with as many tasks as the product's job does."""
+    from cdc_iceberg.kafka_offsets import consumer, read_tasks
+
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
@@ -273,6 +276,14 @@ def _kafka_stream(spark: SparkSession, settings: Settings) -> Any:
     )
     if settings.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
+    if split:
+        with consumer(settings) as client:
+            partitions = len(client.partitions_for_topic(settings.kafka_topic) or ())
+        tasks = read_tasks(
+            partitions, spark.sparkContext.defaultParallelism, settings.kafka_min_partitions
+        )
+        if tasks:
+            reader = reader.option("minPartitions", str(tasks))
     return reader.load()
 
 
@@ -281,6 +292,7 @@ def _run_stream(
     settings: Settings,
     apply: Callable[[DataFrame, int], None],
     out: Callable[..., None] | None = None,
+    split: bool = False,
 ) -> list[dict[str, Any]]:
     """availableNow over the topic with ``apply`` per micro-batch, like the product's drain."""
     timings: dict[int, float] = {}
@@ -298,7 +310,7 @@ def _run_stream(
     listener, seen = _progress_listener(spark, out)
     try:
         query = (
-            _kafka_stream(spark, settings)
+            _kafka_stream(spark, settings, split)
             .writeStream.foreachBatch(timed)
             .option("checkpointLocation", settings.checkpoint_location)
             .trigger(availableNow=True)
@@ -425,7 +437,8 @@ def run_append(
         )
         rows.writeTo(table).append()
 
-    return _run_stream(spark, settings, append_batch, out)
+    # the same read as the product's job, split in as many tasks
+    return _run_stream(spark, settings, append_batch, out, split=True)
 
 
 # -- 3. pyiceberg upsert fed by kafka-python ------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -63,6 +64,26 @@ def from_spark_json(text: str, topic: str) -> Offsets:
     """Inverse of :func:`to_spark_json` for one topic."""
     data = json.loads(text)
     return {int(p): int(o) for p, o in data.get(topic, {}).items()}
+
+
+def read_tasks(partitions: int, cores: int, configured: int = 0) -> int | None:
+    """Spark's ``minPartitions`` for reading a micro-batch, or None for one task per partition.
+
+    A batch is read, parsed and grouped in one task per Kafka partition, so a
+    topic with fewer partitions than Spark has cores leaves cores idle (a
+    one-partition topic, Debezium's default, is parsed by one core), and 3
+    partitions on 2 cores end with one task running alone. Unless
+    ``configured`` (``KAFKA_MIN_PARTITIONS``) says otherwise, each partition's
+    range is split in equal parts so the tasks are a multiple of both: 1
+    partition on 2 cores is read by 2 tasks, 3 on 2 by 6, 3 on 8 by 24. Where
+    that multiple is more than 4 times the larger of the two, nothing is split.
+    """
+    if configured > 0:
+        return configured
+    if partitions <= 0 or cores <= 1 or partitions % cores == 0:
+        return None
+    tasks = math.lcm(partitions, cores)
+    return tasks if tasks <= 4 * max(partitions, cores) else None
 
 
 def covers(table: Mapping[int, int], batch_end: Mapping[int, int]) -> bool:

@@ -46,6 +46,8 @@ class Settings:
     checkpoint_location: str = "/tmp/checkpoints/cdc_to_iceberg"
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = 200_000
+    # Spark tasks reading a micro-batch (Spark's minPartitions); 0: see kafka_offsets.read_tasks
+    kafka_min_partitions: int = 0
 
     iceberg_catalog_name: str = "lakehouse"
     iceberg_catalog_uri: str = "sqlite:////tmp/iceberg/catalog.db"
@@ -110,6 +112,8 @@ class Settings:
             )
         if self.max_offsets_per_trigger is not None and self.max_offsets_per_trigger <= 0:
             raise SettingsError("MAX_OFFSETS_PER_TRIGGER must be a positive number of records")
+        if self.kafka_min_partitions < 0:
+            raise SettingsError("KAFKA_MIN_PARTITIONS must be 0 (automatic) or a number of tasks")
         scheme = urlparse(self.iceberg_catalog_uri).scheme
         if not scheme.startswith(("sqlite", "postgresql")):
             raise SettingsError(
@@ -254,6 +258,7 @@ _RENAMED = {
 }
 
 _INT_FIELDS = {
+    "kafka_min_partitions",
     "tombstone_retention_hours",
     "spark_shuffle_partitions",
     "iceberg_buckets",

@@ -1108,6 +1108,11 @@ def drain(
             reader = reader.option(f"kafka.{key}", value)
         if settings.max_offsets_per_trigger:
             reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
+        tasks = kafka_offsets.read_tasks(
+            len(partitions), spark.sparkContext.defaultParallelism, settings.kafka_min_partitions
+        )
+        if tasks:
+            reader = reader.option("minPartitions", str(tasks))
         query = (
             reader.load()
             .writeStream.foreachBatch(writer)

@@ -24,6 +24,7 @@ def test_environment_overrides_and_types() -> None:
             "ICEBERG_TABLE": "lake.things",
             "CDC_EVENT_FORMAT": "flattened",
             "ICEBERG_BUCKETS": "8",
+            "KAFKA_MIN_PARTITIONS": "12",
         }
     )
     assert settings.kafka_topic == "db.public.things"
@@ -32,6 +33,7 @@ def test_environment_overrides_and_types() -> None:
     assert settings.tombstone_table == "lake.things_tombstones"
     assert settings.event_format == "flattened"
     assert settings.iceberg_buckets == 8
+    assert settings.kafka_min_partitions == 12
     assert (
         Settings.from_env({"MAX_OFFSETS_PER_TRIGGER": "unlimited"}).max_offsets_per_trigger is None
     )
@@ -56,6 +58,7 @@ def test_round_trip_through_the_environment() -> None:
         ({"MAX_OFFSETS_PER_TRIGGER": "lots"}, "whole number"),
         ({"CDC_EVENT_FORMAT": "avro"}, "envelope"),
         ({"ICEBERG_CATALOG_URI": "mysql://h/db"}, "sqlite"),
+        ({"KAFKA_MIN_PARTITIONS": "-1"}, "KAFKA_MIN_PARTITIONS"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_name(env: dict[str, str], message: str) -> None:
