@@ -62,7 +62,7 @@ def profile(records: int, keys: int, repeats: int, work: Path) -> dict[str, Any]
 
     from bench.contenders import run_product
     from cdc_iceberg.generator import ArticleSource, produce
-    from cdc_iceberg.kafka_offsets import ensure_topic
+    from cdc_iceberg.kafka_offsets import ensure_topic, read_tasks
     from cdc_iceberg.schema import SOURCE_COLUMNS
     from cdc_iceberg.settings import Settings
     from jobs import transforms
@@ -92,14 +92,17 @@ def profile(records: int, keys: int, repeats: int, work: Path) -> dict[str, Any]
 
         spark = build_session(settings, app_name="bench_profile_batch")
         try:
-            kafka = (
+            reader = (
                 spark.read.format("kafka")
                 .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
                 .option("subscribe", settings.kafka_topic)
                 .option("startingOffsets", "earliest")
                 .option("endingOffsets", "latest")
-                .load()
             )
+            tasks = read_tasks(PARTITIONS, spark.sparkContext.defaultParallelism)
+            if tasks:  # split as the job reads it
+                reader = reader.option("minPartitions", str(tasks))
+            kafka = reader.load()
 
             def force(frame: Any) -> None:
                 frame.write.format("noop").mode("overwrite").save()
@@ -118,6 +121,12 @@ def profile(records: int, keys: int, repeats: int, work: Path) -> dict[str, Any]
             steps["parse_and_type"] = _best(lambda: force(typed), repeats)
 
             names = [n for n, _ in columns]
+            # as the job learns them: the columns the batch leaves unavailable (TOAST)
+            writer.toasted = frozenset()
+            learned: list[Any] = []
+            writer.toasted = writer._scan(writer._partials(typed, names, learned)).unavailable
+            for frame in learned:
+                frame.unpersist(blocking=True)
 
             def one_pass() -> None:
                 cached: list[Any] = []

@@ -191,6 +191,8 @@ class _Scan:
     truncate_seq: tuple[Any, ...] | None
     toast: int
     toast_creates: int
+    # the columns the batch's changes left unavailable (TOAST)
+    unavailable: frozenset[str]
 
 
 class BatchWriter:
@@ -230,6 +232,9 @@ class BatchWriter:
         # batch id whose end offsets await Spark's checkpoint commit
         self.unconfirmed: int | None = None
         self.group_offsets: dict[int, int] = {}
+        # columns a change of this run left unavailable (TOAST): only these need an
+        # aggregate of their own in the newest change per key (see _partials)
+        self.toasted: frozenset[str] = frozenset()
 
     # Spark calls this for every micro-batch
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -324,7 +329,9 @@ class BatchWriter:
         """The one pass over the batch, cached: a row per Kafka partition and group.
 
         Valid changes group by key and carry :func:`transforms.newest_aggregates`
-        (what the collapse needs); each dead-lettered record is a group of its
+        (what the collapse needs: the newest change's row, and the newest
+        available value of each column in ``self.toasted``); each dead-lettered
+        record is a group of its
         own carrying its raw record; everything else (Kafka tombstones, records
         already in the table, truncates) shares one group per partition. Every
         group carries the counts, offsets, columns and schemas :meth:`_scan`
@@ -365,6 +372,9 @@ class BatchWriter:
             F.max(F.when(truncate, transforms.sequence(order=order))).alias("truncate_seq"),
             total(toast).alias("toast"),
             total(toast & (F.col("cdc_op") == "c")).alias("toast_creates"),
+            F.array_distinct(F.flatten(F.collect_set(F.when(toast, F.col("unavailable"))))).alias(
+                "unavailable"
+            ),
             F.array_distinct(
                 F.flatten(
                     F.collect_set(
@@ -381,7 +391,7 @@ class BatchWriter:
                 F.when(valid, F.col(SOURCE_KEY)).alias("_key"),
                 F.when(dead, F.col("offset")).alias("_dead_offset"),
             )
-            .agg(*transforms.newest_aggregates(data_columns, order), *stats, *raw)
+            .agg(*transforms.newest_aggregates(data_columns, order, self.toasted), *stats, *raw)
             .persist()
         )
         cached.append(partials)
@@ -394,7 +404,7 @@ class BatchWriter:
         from jobs import transforms
 
         keyed = partials.where(F.col("_key").isNotNull()).withColumnRenamed("_key", SOURCE_KEY)
-        return transforms.combine_newest(keyed, data_columns, self.settings.sequence)
+        return transforms.combine_newest(keyed, data_columns, self.settings.sequence, self.toasted)
 
     def _scan(self, partials: DataFrame) -> _Scan:
         """Add up the cached groups per Kafka partition (runs the batch's one pass)."""
@@ -421,6 +431,7 @@ class BatchWriter:
                 *[F.sum(c).alias(c) for c in sums],
                 F.array_distinct(F.flatten(F.collect_list("cols"))).alias("cols"),
                 F.array_distinct(F.flatten(F.collect_list("schemas"))).alias("schemas"),
+                F.array_distinct(F.flatten(F.collect_list("unavailable"))).alias("unavailable"),
                 F.max("truncate_seq").alias("truncate_seq"),
             )
             .collect()
@@ -450,6 +461,7 @@ class BatchWriter:
             truncate_seq=newest_truncate,
             toast=whole("toast"),
             toast_creates=whole("toast_creates"),
+            unavailable=frozenset(c for r in rows for c in r["unavailable"] or []),
         )
 
     def _apply(
@@ -492,7 +504,8 @@ class BatchWriter:
         metrics.schema_changes = [f"add {n} {t}" for n, t in add] + [
             f"widen {n} to {t}" for n, t in widen
         ]
-        if add or widen or incompatible:
+        retype = bool(add or widen or incompatible)
+        if retype:
             if self.dry_run:  # the table is left as it is: type as if it had changed
                 widened = dict(widen)
                 columns = [(n, widened.get(n, t)) for n, t in columns]
@@ -500,8 +513,18 @@ class BatchWriter:
             else:
                 columns = tables.data_columns()
             typed = self._before_stop(self._type(parsed, committed, columns, incompatible))
+        while retype or not scan.unavailable <= self.toasted:
+            if not scan.unavailable <= self.toasted:
+                # a column first seen unavailable needs its own aggregate from now on
+                log.info(
+                    "batch %s: unavailable (TOAST) columns %s", batch_id, sorted(scan.unavailable)
+                )
+                self.toasted |= scan.unavailable
+            partials.unpersist()  # nothing is built on it yet
+            cached.remove(partials)
             partials = self._partials(typed, [n for n, _ in columns], cached)
             scan = self._scan(partials)
+            retype = False
             STEPS.mark("rescan")
         self._write(
             batch,

@@ -10,7 +10,7 @@ The raw input has Kafka's columns ``key``, ``value`` (binary), ``topic``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -390,19 +390,34 @@ def collapse_newest(
     return finish_newest(grouped, columns)
 
 
-def newest_aggregates(columns: Sequence[str], order: Sequence[str] = SEQUENCE) -> list[Column]:
+def _per_column(columns: Sequence[str], toasted: Collection[str] | None) -> list[str]:
+    """The data columns whose newest available value is looked for change by change."""
+    data = [c for c in columns if c != SOURCE_KEY]
+    return data if toasted is None else [c for c in data if c in toasted]
+
+
+def newest_aggregates(
+    columns: Sequence[str],
+    order: Sequence[str] = SEQUENCE,
+    toasted: Collection[str] | None = None,
+) -> list[Column]:
     """The aggregates of :func:`collapse_newest` over some changes of one key.
 
-    ``_n`` is the newest change's sequence and op, ``_a_<column>`` the newest
-    available value of each column with its sequence, ``_events`` the count.
-    Computed over parts of a key's changes, they combine with
-    :func:`combine_newest`.
+    ``_n`` is the newest change: its sequence and op, and the values of the
+    columns not in ``toasted``. ``_a_<column>`` is the newest available value
+    of each column in ``toasted`` (all of them when None) with its sequence,
+    ``_events`` the count. A column no change of the key left unavailable
+    (TOAST) has the newest change's value, so only the columns some change
+    did leave unavailable need an aggregate of their own. Computed over parts
+    of a key's changes, they combine with :func:`combine_newest` (given the
+    same ``toasted``).
     """
     seq = sequence(order=order)
-    aggregates = [F.max_by(F.struct(*[F.col(c) for c in (*SEQUENCE, "cdc_op")]), seq).alias("_n")]
-    for name in columns:
-        if name == SOURCE_KEY:
-            continue
+    per_column = _per_column(columns, toasted)
+    whole = [c for c in _per_column(columns, None) if c not in per_column]
+    newest = F.struct(*[F.col(c) for c in (*SEQUENCE, "cdc_op", *whole)])
+    aggregates = [F.max_by(newest, seq).alias("_n")]
+    for name in per_column:
         # a delete's row image carries no values, so it never supplies one
         available = ~F.array_contains(F.col("unavailable"), name) & (F.col("cdc_op") != "d")
         newest_available = F.max_by(
@@ -414,27 +429,32 @@ def newest_aggregates(columns: Sequence[str], order: Sequence[str] = SEQUENCE) -
 
 
 def combine_newest(
-    parts: DataFrame, columns: Sequence[str], order: Sequence[str] = SEQUENCE
+    parts: DataFrame,
+    columns: Sequence[str],
+    order: Sequence[str] = SEQUENCE,
+    toasted: Collection[str] | None = None,
 ) -> DataFrame:
     """One row per key from rows of :func:`newest_aggregates` over parts of its changes."""
     newest = F.struct(*[F.col(f"_n.{c}") for c in order])
     aggregates = [F.max_by(F.col("_n"), newest).alias("_n")]
-    for name in columns:
-        if name == SOURCE_KEY:
-            continue
+    for name in _per_column(columns, toasted):
         part = F.col(f"_a_{name}")
         aggregates.append(F.max_by(part, part["s"]).alias(f"_a_{name}"))
     aggregates.append(F.sum("_events").alias("_events"))
-    return finish_newest(parts.groupBy(SOURCE_KEY).agg(*aggregates), columns)
+    return finish_newest(parts.groupBy(SOURCE_KEY).agg(*aggregates), columns, toasted)
 
 
-def finish_newest(grouped: DataFrame, columns: Sequence[str]) -> DataFrame:
+def finish_newest(
+    grouped: DataFrame, columns: Sequence[str], toasted: Collection[str] | None = None
+) -> DataFrame:
     """The collapsed change of each key from its :func:`newest_aggregates`."""
+    per_column = _per_column(columns, toasted)
     out: list[Column] = [F.col(SOURCE_KEY)]
     out += [F.col(f"_n.{c}").alias(c) for c in (*SEQUENCE, "cdc_op")]
     still_unavailable: list[Column] = []
-    for name in columns:
-        if name == SOURCE_KEY:
+    for name in _per_column(columns, None):
+        if name not in per_column:
+            out.append(F.col(f"_n.{name}").alias(name))
             continue
         out.append(F.col(f"_a_{name}.v").alias(name))
         still_unavailable.append(F.when(F.col(f"_a_{name}").isNull(), F.lit(name)))

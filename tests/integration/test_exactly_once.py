@@ -90,6 +90,36 @@ def test_same_millisecond_updates_are_ordered_by_lsn(spark: Any, pipeline: Setti
     assert_table_equals_fold(pipeline, expected.rows)
 
 
+def test_a_column_first_left_unavailable_in_a_later_batch(spark: Any, pipeline: Settings) -> None:
+    """A drain aggregates only the columns it has seen TOASTed; a new one is grouped again.
+
+    The first batch has no TOAST placeholder. In the second, keys are updated,
+    some changing their body, and then updated again with the body unavailable:
+    the table must hold the body of the batch's earlier update, not the stored one.
+    """
+    source = ArticleSource(seed=23, partitions=1)
+    created = [source.insert() for _ in range(12)]
+    first = [*created, *[source.update(c.key) for c in created[:6]]]
+    bodies = {c.key: source.rows[c.key]["body"] for c in created}
+    second = []
+    for change in created:
+        second += [source.update(change.key) for _ in range(3)]
+        second.append(source.update(change.key, toast=True))
+    changed = [c.key for c in created if source.rows[c.key]["body"] != bodies[c.key]]
+    assert changed, "the scenario needs a body changed before the TOASTed update"
+    records = send(pipeline, source.to_messages(first), 1)
+    settings = pipeline.replace(max_offsets_per_trigger=len(first))
+    records += send(pipeline, source.to_messages(second), 1)
+
+    result = drain(spark, settings)
+
+    assert len([b for b in result.batches if b.events_in]) >= 2
+    expected = fold(records)
+    for key in changed:
+        assert expected.rows[key]["body"] == source.rows[key]["body"] != bodies[key]
+    assert_table_equals_fold(settings, expected.rows)
+
+
 def test_late_update_never_resurrects_a_deleted_row(spark: Any, pipeline: Settings) -> None:
     source = ArticleSource(seed=8, partitions=1)
     key = source.insert().key

@@ -130,3 +130,74 @@ def test_collapse_keeps_newest_by_whole_tuple_and_fills_toast(spark: Any) -> Non
     assert rows["a"].body == "newer text" and rows["a"].unavailable == []
     assert rows["a"]._events == 3
     assert rows["b"].unavailable == ["body"]
+
+
+def _changes_for_parts() -> list[tuple[str, str, int, str | None]]:
+    """(op, key, sequence, body) of a batch whose keys mix updates, deletes and re-creates."""
+    return [
+        ("c", "a", 1, "a1"),
+        ("u", "a", 2, TOAST_PLACEHOLDER),
+        ("u", "a", 3, "a3"),
+        ("u", "a", 4, TOAST_PLACEHOLDER),
+        ("c", "b", 1, "b1"),
+        ("d", "b", 2, None),
+        ("c", "b", 3, TOAST_PLACEHOLDER),
+        ("u", "c", 5, "c5"),
+        ("d", "c", 6, None),
+        ("u", "e", 1, TOAST_PLACEHOLDER),
+    ]
+
+
+def _collapsed_both_ways(spark: Any, changes: list[Any], toasted: set[str] | None) -> Any:
+    from pyspark.sql import functions as F
+
+    from cdc_iceberg.schema import SOURCE_KEY
+    from jobs.transforms import (
+        collapse_newest,
+        combine_newest,
+        newest_aggregates,
+        parse_events,
+        type_columns,
+    )
+
+    values = []
+    for op, key, seq, body in changes:
+        row = {} if op == "d" else {"title": f"{key}{seq}", "body": body}
+        values.append((None, _value(op, key, 1000 + seq, seq, **row)))
+    typed = type_columns(parse_events(_raw(spark, values)), SOURCE_COLUMNS).cache()
+    names = [n for n, _ in SOURCE_COLUMNS]
+    # each key's changes split over two parts, as over Kafka partitions in the job
+    parts = typed.groupBy((F.col("offset") % 2).alias("part"), SOURCE_KEY).agg(
+        *newest_aggregates(names, toasted=toasted)
+    )
+    combined = {
+        r.article_id: r.asDict() for r in combine_newest(parts, names, toasted=toasted).collect()
+    }
+    reference = {r.article_id: r.asDict() for r in collapse_newest(typed, names).collect()}
+    return combined, reference
+
+
+@pytest.mark.parametrize("toasted", [None, {"body"}, {"body", "title"}])
+def test_combined_parts_equal_the_collapse_when_toasted_columns_are_known(
+    spark: Any, toasted: set[str] | None
+) -> None:
+    combined, reference = _collapsed_both_ways(spark, _changes_for_parts(), toasted)
+    assert combined.keys() == reference.keys() == {"a", "b", "c", "e"}
+    for key, row in reference.items():
+        if row["cdc_op"] == "d":  # a delete's values are never written
+            fields = ("ts_ms", "lsn", "cdc_op", "unavailable", "_events")
+            assert {f: combined[key][f] for f in fields} == {f: row[f] for f in fields}
+        else:
+            assert combined[key] == row
+    assert reference["a"]["body"] == "a3" and reference["a"]["unavailable"] == []
+    assert reference["e"]["unavailable"] == ["body"]
+
+
+def test_whole_rows_equal_the_collapse_in_a_batch_without_toast(spark: Any) -> None:
+    changes = [(op, key, seq, body) for op, key, seq, body in _changes_for_parts()]
+    changes = [(o, k, s, None if b == TOAST_PLACEHOLDER else b) for o, k, s, b in changes]
+    combined, reference = _collapsed_both_ways(spark, changes, set())
+    for key, row in reference.items():
+        if row["cdc_op"] != "d":
+            assert combined[key] == row
+    assert reference["a"]["body"] is None and reference["a"]["unavailable"] == []
