@@ -87,6 +87,8 @@ SUMMARY_BATCH = "cdc.batch-id"
 SUMMARY_OFFSETS = "cdc.offsets"  # cumulative end offsets after this commit {partition: next}
 SUMMARY_RANGE = "cdc.batch-range"  # this batch {partition: [start, end)}
 SUMMARY_METRICS = "cdc.metrics"
+# the columns changes of the pipeline have left unavailable (TOAST), a JSON list
+SUMMARY_UNAVAILABLE = "cdc.unavailable-columns"
 
 # Widening Iceberg allows in place, by Spark SQL type name.
 SAFE_WIDENING = {("int", "bigint"), ("float", "double")}

@@ -45,6 +45,7 @@ from cdc_iceberg.schema import (
     SUMMARY_PIPELINE,
     SUMMARY_RANGE,
     SUMMARY_TOPIC,
+    SUMMARY_UNAVAILABLE,
 )
 from cdc_iceberg.settings import Settings
 from cdc_iceberg.spark_conf import spark_conf, spark_jars
@@ -232,9 +233,10 @@ class BatchWriter:
         # batch id whose end offsets await Spark's checkpoint commit
         self.unconfirmed: int | None = None
         self.group_offsets: dict[int, int] = {}
-        # columns a change of this run left unavailable (TOAST): only these need an
-        # aggregate of their own in the newest change per key (see _partials)
-        self.toasted: frozenset[str] = frozenset()
+        # columns changes of the pipeline have left unavailable (TOAST): only these need
+        # an aggregate of their own in the newest change per key (see _partials); kept
+        # in each commit's summary, so a run starts with what the last one learned
+        self.toasted: frozenset[str] = tables.unavailable_columns()
 
     # Spark calls this for every micro-batch
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -617,6 +619,7 @@ class BatchWriter:
             SUMMARY_OFFSETS: json.dumps({str(p): o for p, o in sorted(merged_end.items())}),
             SUMMARY_RANGE: json.dumps(metrics.offsets),
             SUMMARY_METRICS: json.dumps(self._pre_metrics(metrics)),
+            SUMMARY_UNAVAILABLE: json.dumps(sorted(self.toasted)),
         }
         failpoint(settings, "before_merge", batch_id)
         tables.set_snapshot_properties(properties)

@@ -25,6 +25,7 @@ from cdc_iceberg.schema import (
     SUMMARY_OFFSETS,
     SUMMARY_PIPELINE,
     SUMMARY_TOPIC,
+    SUMMARY_UNAVAILABLE,
     TOMBSTONE_COLUMNS,
 )
 from cdc_iceberg.settings import Settings, check_identifier
@@ -386,6 +387,18 @@ class IcebergTables:
         if summary is None or SUMMARY_OFFSETS not in summary:
             return {}
         return {int(p): int(o) for p, o in json.loads(summary[SUMMARY_OFFSETS]).items()}
+
+    def unavailable_columns(self) -> frozenset[str]:
+        """The columns the pipeline's changes have left unavailable (TOAST), as last committed."""
+        summary = self.latest_pipeline_summary() or {}
+        try:
+            names = json.loads(summary.get(SUMMARY_UNAVAILABLE, "[]"))
+        except ValueError:
+            names = None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            log.warning("ignoring malformed %s in %s", SUMMARY_UNAVAILABLE, self.live)
+            return frozenset()
+        return frozenset(names)
 
     def latest_pipeline_summary(self) -> dict[str, str] | None:
         pipeline = self.settings.pipeline_id.replace("'", "''")

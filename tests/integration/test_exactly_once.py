@@ -23,7 +23,8 @@ from support import (
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.generator import ArticleSource, Message
 from cdc_iceberg.settings import Settings
-from jobs.cdc_to_iceberg import drain
+from jobs.cdc_to_iceberg import BatchWriter, drain
+from jobs.iceberg_tables import IcebergTables
 
 pytestmark = pytest.mark.integration
 
@@ -118,6 +119,10 @@ def test_a_column_first_left_unavailable_in_a_later_batch(spark: Any, pipeline: 
     for key in changed:
         assert expected.rows[key]["body"] == source.rows[key]["body"] != bodies[key]
     assert_table_equals_fold(settings, expected.rows)
+    # what the run learned is committed with the table: the next run starts with it
+    assert snapshots(settings)[-1]["cdc.unavailable-columns"] == '["body"]'
+    tables = IcebergTables(spark, settings)
+    assert BatchWriter(spark, settings, tables, None).toasted == {"body"}
 
 
 def test_late_update_never_resurrects_a_deleted_row(spark: Any, pipeline: Settings) -> None:
