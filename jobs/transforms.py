@@ -211,9 +211,9 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         )
         .when(F.col("_bad_body"), F.lit("payload is not a JSON object (or repeats a key)"))
         .when(F.col("op").isNull(), F.lit("no op field"))
-        .when(F.col("op") == "t", F.lit("truncate event (op=t)"))
         .when(
-            ~F.col("op").isin(*VALID_OPS), F.concat(F.lit("unknown op '"), F.col("op"), F.lit("'"))
+            ~F.col("op").isin(*VALID_OPS, "t"),
+            F.concat(F.lit("unknown op '"), F.col("op"), F.lit("'")),
         )
         .when(
             ~F.col("_source_ok"), F.lit("source block missing or not an object (or repeats a key)")
@@ -224,6 +224,8 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         )
         .when(F.col("lsn_raw").isNull(), F.lit("ordering field source.lsn is null"))
         .when(lsn.isNull(), F.lit("ordering field source.lsn is not a number (a 64-bit integer)"))
+        # after the ordering fields: a truncate the 'clear' policy applies needs its sequence
+        .when(F.col("op") == "t", F.lit("truncate event (op=t)"))
         .when(
             F.col("row").isNull() & (F.col("op") != "d"),
             F.concat(

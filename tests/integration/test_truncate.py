@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -41,3 +43,23 @@ def test_clear_policy_keeps_only_changes_after_the_truncate(
     assert {r.key for r in redelivered if r.key} >= {r.key for r in records[:cut] if r.key}
     drain(spark, settings)
     assert_table_equals_fold(settings, expected)
+
+
+def test_a_truncate_without_its_sequence_is_a_dead_letter(spark: Any, pipeline: Settings) -> None:
+    """The 'clear' policy cannot place a truncate with no source.ts_ms: it is not applied."""
+    settings = pipeline.replace(truncate_policy="clear")
+    source = ArticleSource(seed=52, partitions=1)
+    before = source.random_history(40, 10)
+    [message] = source.to_messages([source.truncate()])
+    assert message.value is not None
+    envelope = json.loads(message.value)
+    envelope.get("payload", envelope)["source"]["ts_ms"] = None
+    broken = dataclasses.replace(message, value=json.dumps(envelope).encode())
+    records = send(settings, [*before, broken], 1)
+
+    drain(spark, settings)
+
+    # nothing cleared: the table holds the changes before it
+    assert_table_equals_fold(settings, fold(records).rows)
+    dead = read_rows(settings, settings.iceberg_dlq_table)
+    assert [d["reason"] for d in dead] == ["ordering field source.ts_ms is null"]

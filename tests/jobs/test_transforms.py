@@ -71,6 +71,8 @@ def test_delete_takes_key_from_before_image(spark: Any) -> None:
         (b"{oops", "value is not a JSON object (one strict JSON object, unique keys)"),
         (_value("x", "a", 1, 1), "unknown op 'x'"),
         (_value("t", "a", 1, 1), "truncate event (op=t)"),
+        (_value("t", "a", None, 1), "ordering field source.ts_ms is null"),
+        (_value("t", "a", 1, "x"), "ordering field source.lsn is not a number (a 64-bit integer)"),
         (_value("c", "a", None, 1), "ordering field source.ts_ms is null"),
         (
             _value("c", "a", "soon", 1),
