@@ -204,8 +204,10 @@ class BatchWriter:
     the offsets, counts, columns and schemas seen); the newest change per key
     from those groups; then one write per table that has something to change.
     A batch that changes the schema is typed and grouped again after the
-    change; one with a truncate or a key change of a row with TOASTed columns
-    also caches its typed records. Everything else is decided on the driver.
+    change, and one that leaves a column unavailable (TOAST) for the first
+    time is grouped again with that column's own aggregate. A batch with a
+    truncate or a key change of a row with TOASTed columns also caches its
+    typed records. Everything else is decided on the driver.
 
     The consumer group gets a batch's end offsets once Spark has committed the
     batch to its checkpoint: when the next batch starts, or when the drain ends.
