@@ -284,13 +284,6 @@ class BatchWriter:
             end = {p: min(o, self.stop_offsets.get(p, o)) for p, o in end.items()}
         return end
 
-    def _dead_condition(self) -> Any:
-        from pyspark.sql import functions as F
-
-        if self.settings.truncate_policy == "clear":
-            return F.col("problem").isNotNull() & ~_is_truncate()
-        return F.col("problem").isNotNull()
-
     def _type(
         self,
         parsed: DataFrame,
@@ -335,69 +328,23 @@ class BatchWriter:
         Valid changes group by key and carry :func:`transforms.newest_aggregates`
         (what the collapse needs: the newest change's row, and the newest
         available value of each column in ``self.toasted``); each dead-lettered
-        record is a group of its
-        own carrying its raw record; everything else (Kafka tombstones, records
-        already in the table, truncates) shares one group per partition. Every
-        group carries the counts, offsets, columns and schemas :meth:`_scan`
-        adds up. The records themselves are never cached: a batch is read from
-        Kafka and parsed once.
+        record is a group of its own carrying its raw record; everything else
+        (Kafka tombstones, records already in the table, truncates) shares one
+        group per partition. Every group carries the counts, offsets, columns
+        and schemas :meth:`_scan` adds up. The records themselves are never
+        cached: a batch is read from Kafka and parsed once.
         """
-        from pyspark.sql import functions as F
-
         from jobs import transforms
 
-        order = self.settings.sequence
-        change = F.col("fresh") & ~F.col("kafka_tombstone")
+        flags, groups, aggregates = transforms.reused(
+            _partial_columns,
+            tuple(self.settings.sequence),
+            self.settings.truncate_policy,
+            tuple(data_columns),
+            self.toasted,
+        )
         # flags first, so the aggregates read columns instead of the parser's expressions
-        marked = typed.select(
-            "*",
-            (change & F.col("problem").isNull()).alias("_valid"),
-            (change & self._dead_condition()).alias("_dead"),
-            (change & _is_truncate()).alias("_truncate"),
-            (change & F.col("parse_problem").isNull()).alias("_discover"),
-        )
-        valid, dead, truncate = F.col("_valid"), F.col("_dead"), F.col("_truncate")
-        discover = F.col("_discover")
-        toast = valid & (F.size("unavailable") > 0)
-
-        def total(condition: Any) -> Any:
-            return F.sum(condition.cast("int"))
-
-        stats = [
-            F.min("offset").alias("lo"),
-            F.max("offset").alias("hi"),
-            F.count(F.lit(1)).alias("n"),
-            total(F.col("fresh")).alias("fresh"),
-            total(F.col("fresh") & F.col("kafka_tombstone")).alias("tomb"),
-            total(dead).alias("dead"),
-            total(valid).alias("valid"),
-            total(valid & (F.col("cdc_op") == "d")).alias("deletes"),
-            total(truncate).alias("truncates"),
-            F.max(F.when(truncate, transforms.sequence(order=order))).alias("truncate_seq"),
-            total(toast).alias("toast"),
-            total(toast & (F.col("cdc_op") == "c")).alias("toast_creates"),
-            F.array_distinct(F.flatten(F.collect_set(F.when(toast, F.col("unavailable"))))).alias(
-                "unavailable"
-            ),
-            F.array_distinct(
-                F.flatten(
-                    F.collect_set(
-                        F.when(discover & (F.size("new_columns") > 0), F.col("new_columns"))
-                    )
-                )
-            ).alias("cols"),
-            F.collect_set(F.when(discover, F.col("schema_json"))).alias("schemas"),
-        ]
-        raw = [F.first(F.when(dead, F.col(c)), ignorenulls=True).alias(c) for c in _DEAD_RAW]
-        partials = (
-            marked.groupBy(
-                "partition",
-                F.when(valid, F.col(SOURCE_KEY)).alias("_key"),
-                F.when(dead, F.col("offset")).alias("_dead_offset"),
-            )
-            .agg(*transforms.newest_aggregates(data_columns, order, self.toasted), *stats, *raw)
-            .persist()
-        )
+        partials = typed.select("*", *flags).groupBy(*groups).agg(*aggregates).persist()
         cached.append(partials)
         return partials
 
@@ -712,6 +659,67 @@ class BatchWriter:
             return
         kafka_offsets.commit_group_offsets(self.settings, self.progress)
         self.group_offsets = dict(self.progress)
+
+
+def _partial_columns(
+    order: tuple[str, ...],
+    truncate_policy: str,
+    data_columns: tuple[str, ...],
+    toasted: frozenset[str],
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The flags, groups and aggregates of :meth:`BatchWriter._partials`."""
+    from pyspark.sql import functions as F
+
+    from jobs import transforms
+
+    change = F.col("fresh") & ~F.col("kafka_tombstone")
+    dead_condition = F.col("problem").isNotNull()
+    if truncate_policy == "clear":  # the truncates it applies are no dead letters
+        dead_condition = dead_condition & ~_is_truncate()
+    flags = [
+        (change & F.col("problem").isNull()).alias("_valid"),
+        (change & dead_condition).alias("_dead"),
+        (change & _is_truncate()).alias("_truncate"),
+        (change & F.col("parse_problem").isNull()).alias("_discover"),
+    ]
+    valid, dead, truncate = F.col("_valid"), F.col("_dead"), F.col("_truncate")
+    discover = F.col("_discover")
+    toast = valid & (F.size("unavailable") > 0)
+
+    def total(condition: Any) -> Any:
+        return F.sum(condition.cast("int"))
+
+    stats = [
+        F.min("offset").alias("lo"),
+        F.max("offset").alias("hi"),
+        F.count(F.lit(1)).alias("n"),
+        total(F.col("fresh")).alias("fresh"),
+        total(F.col("fresh") & F.col("kafka_tombstone")).alias("tomb"),
+        total(dead).alias("dead"),
+        total(valid).alias("valid"),
+        total(valid & (F.col("cdc_op") == "d")).alias("deletes"),
+        total(truncate).alias("truncates"),
+        F.max(F.when(truncate, transforms.sequence(order=order))).alias("truncate_seq"),
+        total(toast).alias("toast"),
+        total(toast & (F.col("cdc_op") == "c")).alias("toast_creates"),
+        F.array_distinct(F.flatten(F.collect_set(F.when(toast, F.col("unavailable"))))).alias(
+            "unavailable"
+        ),
+        F.array_distinct(
+            F.flatten(
+                F.collect_set(F.when(discover & (F.size("new_columns") > 0), F.col("new_columns")))
+            )
+        ).alias("cols"),
+        F.collect_set(F.when(discover, F.col("schema_json"))).alias("schemas"),
+    ]
+    raw = [F.first(F.when(dead, F.col(c)), ignorenulls=True).alias(c) for c in _DEAD_RAW]
+    groups = [
+        "partition",
+        F.when(valid, F.col(SOURCE_KEY)).alias("_key"),
+        F.when(dead, F.col("offset")).alias("_dead_offset"),
+    ]
+    aggregates = [*transforms.newest_aggregates(data_columns, order, toasted), *stats, *raw]
+    return flags, groups, aggregates
 
 
 def _is_truncate() -> Any:

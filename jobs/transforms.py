@@ -10,7 +10,8 @@ The raw input has Kafka's columns ``key``, ``value`` (binary), ``topic``,
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
+from typing import Any, TypeVar
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -18,6 +19,8 @@ from pyspark.sql.types import IntegerType, MapType, StringType, StructField, Str
 
 from cdc_iceberg.generator import TOAST_PLACEHOLDER
 from cdc_iceberg.schema import SEQUENCE, SOURCE_KEY
+
+_Built = TypeVar("_Built")
 
 JSON_MAP = MapType(StringType(), StringType())
 VALID_OPS = ("c", "u", "r", "d")
@@ -96,21 +99,43 @@ def _is_wrapped(root: Column) -> Column:
     return F.map_contains_key(root, "payload") & F.map_contains_key(root, "schema")
 
 
-def _parse_objects(frame: DataFrame, texts: dict[str, Column]) -> DataFrame:
-    """Add one map column per ``{name: JSON text}``, each read once.
+def _parse_objects(texts: dict[str, Column]) -> list[list[Column | str]]:
+    """Projections adding one map column per ``{name: JSON text}``, each read once.
 
     Reading and checking are separate projections so that Spark evaluates each
     from_json once per row instead of inlining it into every use.
     """
-    frame = frame.select(
-        "*",
-        *[text.alias(f"_{n}_text") for n, text in texts.items()],
-    )
-    frame = frame.select("*", *[_json_read(F.col(f"_{n}_text")).alias(f"_{n}_read") for n in texts])
-    return frame.select(
-        "*",
-        *[_json_object(F.col(f"_{n}_read"), F.col(f"_{n}_text")).alias(n) for n in texts],
-    )
+    return [
+        ["*", *[text.alias(f"_{n}_text") for n, text in texts.items()]],
+        ["*", *[_json_read(F.col(f"_{n}_text")).alias(f"_{n}_read") for n in texts]],
+        ["*", *[_json_object(F.col(f"_{n}_read"), F.col(f"_{n}_text")).alias(n) for n in texts]],
+    ]
+
+
+def reused(build: Callable[..., _Built], *args: Hashable) -> _Built:
+    """``build(*args)``, built once per Spark driver and then reused by every batch.
+
+    Building a batch's expressions is thousands of calls into the JVM, a second
+    or two per batch. The Columns name their inputs and hold no data, so the
+    same ones serve every batch; being JVM objects, they are kept on the
+    SparkContext that made them and go with it.
+    """
+    from pyspark import SparkContext
+
+    context = SparkContext._active_spark_context
+    if context is None:
+        return build(*args)
+    store: dict[Any, Any] = context.__dict__.setdefault("_cdc_columns", {})
+    key = (build.__module__, build.__qualname__, args)
+    if key not in store:
+        store[key] = build(*args)
+    return store[key]
+
+
+def _projected(frame: DataFrame, projections: Sequence[Sequence[Column | str]]) -> DataFrame:
+    for projection in projections:
+        frame = frame.select(*projection)
+    return frame
 
 
 def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
@@ -127,28 +152,34 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
     envelope, its payload, source block and row image must be JSON objects with
     unique keys. A Kafka key that is not such an object is not used.
     """
+    return _projected(raw, reused(_parse_projections, event_format))
+
+
+def _parse_projections(event_format: str) -> list[list[Column | str]]:
+    """The projections of :func:`parse_events`, one ``select`` each."""
     kafka = ("key", "value", "topic", "partition", "offset", "timestamp")
     value_text = F.col("value").cast("string")
     key_text = F.col("key").cast("string")
-    frame = raw.select(*kafka)
-    frame = _parse_objects(
-        frame, {"_root": value_text, "_key_root": F.when(F.is_valid_utf8(key_text), key_text)}
+    projections: list[list[Column | str]] = [[*kafka]]
+    projections += _parse_objects(
+        {"_root": value_text, "_key_root": F.when(F.is_valid_utf8(key_text), key_text)}
     )
     root, key_root = F.col("_root"), F.col("_key_root")
-    frame = _parse_objects(
-        frame,
+    projections += _parse_objects(
         {
             "_payload": F.when(_is_wrapped(root), root["payload"]),
             "_key_payload": F.when(_is_wrapped(key_root), key_root["payload"]),
-        },
+        }
     )
-    frame = frame.select(
-        *kafka,
-        value_text.alias("_value_text"),
-        F.when(_is_wrapped(root), F.col("_payload")).otherwise(root).alias("_body"),
-        F.when(_is_wrapped(key_root), F.col("_key_payload")).otherwise(key_root).alias("_key"),
-        F.when(_is_wrapped(root), root["schema"]).alias("schema_json"),
-        root.isNull().alias("_bad_json"),
+    projections.append(
+        [
+            *kafka,
+            value_text.alias("_value_text"),
+            F.when(_is_wrapped(root), F.col("_payload")).otherwise(root).alias("_body"),
+            F.when(_is_wrapped(key_root), F.col("_key_payload")).otherwise(key_root).alias("_key"),
+            F.when(_is_wrapped(root), root["schema"]).alias("schema_json"),
+            root.isNull().alias("_bad_json"),
+        ]
     )
     body = F.col("_body")
 
@@ -162,12 +193,11 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         source_ok = F.lit(True)
     else:
         op = body["op"]
-        frame = _parse_objects(
-            frame,
+        projections += _parse_objects(
             {
                 "_source": body["source"],
                 "_image": F.when(op == "d", body["before"]).otherwise(body["after"]),
-            },
+            }
         )
         ts_raw = F.col("_source")["ts_ms"]
         lsn_raw = F.col("_source")["lsn"]
@@ -175,27 +205,31 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         row = F.col("_image")
         source_ok = F.col("_source").isNotNull()
 
-    parsed = frame.select(
-        *kafka,
-        op.alias("op"),
-        ts_raw.alias("ts_ms_raw"),
-        lsn_raw.alias("lsn_raw"),
-        snapshot_flag.alias("snapshot_flag"),
-        row.alias("row"),
-        F.coalesce(row[SOURCE_KEY], F.col("_key")[SOURCE_KEY]).alias("key_raw"),
-        "schema_json",
-        (~F.is_valid_utf8(F.col("_value_text"))).alias("_bad_utf8"),
-        _has_lone_surrogate(F.col("_value_text")).alias("_bad_unicode"),
-        "_bad_json",
-        body.isNull().alias("_bad_body"),
-        source_ok.alias("_source_ok"),
-        F.col("value").isNull().alias("kafka_tombstone"),
+    projections.append(
+        [
+            *kafka,
+            op.alias("op"),
+            ts_raw.alias("ts_ms_raw"),
+            lsn_raw.alias("lsn_raw"),
+            snapshot_flag.alias("snapshot_flag"),
+            row.alias("row"),
+            F.coalesce(row[SOURCE_KEY], F.col("_key")[SOURCE_KEY]).alias("key_raw"),
+            "schema_json",
+            (~F.is_valid_utf8(F.col("_value_text"))).alias("_bad_utf8"),
+            _has_lone_surrogate(F.col("_value_text")).alias("_bad_unicode"),
+            "_bad_json",
+            body.isNull().alias("_bad_body"),
+            source_ok.alias("_source_ok"),
+            F.col("value").isNull().alias("kafka_tombstone"),
+        ]
     )
     # typed once per row in a projection of their own: the checks below read them often
-    parsed = parsed.select(
-        "*",
-        _typed(F.col("ts_ms_raw"), "bigint").alias("_ts_ms"),
-        _typed(F.col("lsn_raw"), "bigint").alias("_lsn"),
+    projections.append(
+        [
+            "*",
+            _typed(F.col("ts_ms_raw"), "bigint").alias("_ts_ms"),
+            _typed(F.col("lsn_raw"), "bigint").alias("_lsn"),
+        ]
     )
     ts_ms, lsn = F.col("_ts_ms"), F.col("_lsn")
     problem = (
@@ -236,22 +270,25 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
         )
         .when(F.col("key_raw").isNull(), F.lit(f"no {SOURCE_KEY} in the event or the Kafka key"))
     )
-    return parsed.select(
-        "key",
-        "value",
-        "topic",
-        "partition",
-        "offset",
-        "timestamp",
-        "op",
-        ts_ms.alias("ts_ms"),
-        snapshot_read_lsn(F.col("op"), F.col("snapshot_flag"), lsn).alias("lsn"),
-        "row",
-        F.col("key_raw").alias(SOURCE_KEY),
-        "schema_json",
-        "kafka_tombstone",
-        problem.alias("problem"),
+    projections.append(
+        [
+            "key",
+            "value",
+            "topic",
+            "partition",
+            "offset",
+            "timestamp",
+            "op",
+            ts_ms.alias("ts_ms"),
+            snapshot_read_lsn(F.col("op"), F.col("snapshot_flag"), lsn).alias("lsn"),
+            "row",
+            F.col("key_raw").alias(SOURCE_KEY),
+            "schema_json",
+            "kafka_tombstone",
+            problem.alias("problem"),
+        ]
     )
+    return projections
 
 
 def snapshot_read_lsn(op: Column, snapshot_flag: Column, lsn: Column) -> Column:
@@ -309,24 +346,29 @@ def type_columns(
     once per row: an expression read several times by the next projection is
     not inlined into each read.
     """
+    return _projected(parsed, reused(_type_projections, tuple(columns), tuple(keep)))
+
+
+def _type_projections(
+    columns: tuple[tuple[str, str], ...], keep: tuple[str, ...]
+) -> list[list[Column | str]]:
+    """The projections of :func:`type_columns`, one ``select`` each."""
     data = [(i, name, kind) for i, (name, kind) in enumerate(columns) if name != SOURCE_KEY]
     if not data:
-        return parsed.select(
-            *_kafka_and_sequence(),
-            F.col(SOURCE_KEY),
-            F.array().cast("array<string>").alias("unavailable"),
-            "problem",
-            *keep,
-        )
-    staged = parsed.select(
-        "*", F.struct(*[F.col("row")[name].alias(f"c{i}") for i, name, _ in data]).alias("_raw")
-    )
-    staged = staged.select(
-        "*", *[_candidate(F.col(f"_raw.c{i}"), kind).alias(f"_cand{i}") for i, _, kind in data]
-    )
-    staged = staged.select(
-        "*", *[_in_range(F.col(f"_cand{i}"), kind).alias(f"_typed{i}") for i, _, kind in data]
-    )
+        return [
+            [
+                *_kafka_and_sequence(),
+                F.col(SOURCE_KEY),
+                F.array().cast("array<string>").alias("unavailable"),
+                "problem",
+                *keep,
+            ]
+        ]
+    projections: list[list[Column | str]] = [
+        ["*", F.struct(*[F.col("row")[name].alias(f"c{i}") for i, name, _ in data]).alias("_raw")],
+        ["*", *[_candidate(F.col(f"_raw.c{i}"), kind).alias(f"_cand{i}") for i, _, kind in data]],
+        ["*", *[_in_range(F.col(f"_cand{i}"), kind).alias(f"_typed{i}") for i, _, kind in data]],
+    ]
     selected: list[Column] = []
     unavailable: list[Column] = []
     misfits: list[Column] = []
@@ -348,13 +390,16 @@ def type_columns(
         )
     by_name = {name: column for name, column in zip([n for _, n, _ in data], selected, strict=True)}
     ordered = [F.col(SOURCE_KEY) if name == SOURCE_KEY else by_name[name] for name, _ in columns]
-    return staged.select(
-        *_kafka_and_sequence(),
-        *ordered,
-        F.filter(F.array(*unavailable), lambda c: c.isNotNull()).alias("unavailable"),
-        F.coalesce(F.col("problem"), *misfits).alias("problem"),
-        *keep,
+    projections.append(
+        [
+            *_kafka_and_sequence(),
+            *ordered,
+            F.filter(F.array(*unavailable), lambda c: c.isNotNull()).alias("unavailable"),
+            F.coalesce(F.col("problem"), *misfits).alias("problem"),
+            *keep,
+        ]
     )
+    return projections
 
 
 def _kafka_and_sequence() -> list[Column | str]:

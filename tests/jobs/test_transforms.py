@@ -203,3 +203,16 @@ def test_whole_rows_equal_the_collapse_in_a_batch_without_toast(spark: Any) -> N
         if row["cdc_op"] != "d":
             assert combined[key] == row
     assert reference["a"]["body"] is None and reference["a"]["unavailable"] == []
+
+
+def test_a_drivers_expressions_are_built_once_and_serve_every_batch(spark: Any) -> None:
+    from jobs.transforms import _parse_projections, parse_events, reused
+
+    envelope = reused(_parse_projections, "envelope")
+    assert reused(_parse_projections, "envelope") is envelope
+    assert reused(_parse_projections, "flattened") is not envelope
+    # the same expressions parse two batches, each its own records
+    first = parse_events(_raw(spark, [(None, _value("c", "a", 10, 100, title="x"))]))
+    second = parse_events(_raw(spark, [(None, _value("u", "b", 11, 101, title="y"))]))
+    assert [(r.op, r.article_id) for r in first.collect()] == [("c", "a")]
+    assert [(r.op, r.article_id) for r in second.collect()] == [("u", "b")]
