@@ -228,7 +228,10 @@ class BatchWriter:
         self.checkpoint = checkpoint
         self.dry_run = dry_run
         self.stop_offsets = stop_offsets or {}
-        self.progress: dict[int, int] = tables.committed_offsets()
+        from jobs.iceberg_tables import offsets_in, unavailable_in
+
+        summary = tables.latest_pipeline_summary()  # of the newest commit: read once
+        self.progress: dict[int, int] = offsets_in(summary)
         # where this run starts reading partitions the table has no offsets for
         self.initial_offsets: dict[int, int] = {}
         self.history: list[BatchMetrics] = []
@@ -238,7 +241,7 @@ class BatchWriter:
         # columns changes of the pipeline have left unavailable (TOAST): only these need
         # an aggregate of their own in the newest change per key (see _partials); kept
         # in each commit's summary, so a run starts with what the last one learned
-        self.toasted: frozenset[str] = tables.unavailable_columns()
+        self.toasted: frozenset[str] = unavailable_in(summary)
 
     # Spark calls this for every micro-batch
     def __call__(self, batch: DataFrame, batch_id: int) -> None:

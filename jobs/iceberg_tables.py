@@ -294,6 +294,25 @@ def plan_evolution(
     return add, widen, incompatible
 
 
+def offsets_in(summary: Mapping[str, str] | None) -> dict[int, int]:
+    """The end offsets a pipeline commit's summary records ({} without one)."""
+    if summary is None or SUMMARY_OFFSETS not in summary:
+        return {}
+    return {int(p): int(o) for p, o in json.loads(summary[SUMMARY_OFFSETS]).items()}
+
+
+def unavailable_in(summary: Mapping[str, str] | None) -> frozenset[str]:
+    """The columns a pipeline commit's summary lists as left unavailable (TOAST)."""
+    try:
+        names = json.loads((summary or {}).get(SUMMARY_UNAVAILABLE, "[]"))
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        log.warning("ignoring malformed %s in the pipeline's newest commit", SUMMARY_UNAVAILABLE)
+        return frozenset()
+    return frozenset(names)
+
+
 class IcebergTables:
     """The three tables of one pipeline, through Spark SQL."""
 
@@ -383,22 +402,7 @@ class IcebergTables:
 
     def committed_offsets(self) -> dict[int, int]:
         """The end offsets the live table records for this pipeline (its newest commit)."""
-        summary = self.latest_pipeline_summary()
-        if summary is None or SUMMARY_OFFSETS not in summary:
-            return {}
-        return {int(p): int(o) for p, o in json.loads(summary[SUMMARY_OFFSETS]).items()}
-
-    def unavailable_columns(self) -> frozenset[str]:
-        """The columns the pipeline's changes have left unavailable (TOAST), as last committed."""
-        summary = self.latest_pipeline_summary() or {}
-        try:
-            names = json.loads(summary.get(SUMMARY_UNAVAILABLE, "[]"))
-        except ValueError:
-            names = None
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            log.warning("ignoring malformed %s in %s", SUMMARY_UNAVAILABLE, self.live)
-            return frozenset()
-        return frozenset(names)
+        return offsets_in(self.latest_pipeline_summary())
 
     def latest_pipeline_summary(self) -> dict[str, str] | None:
         pipeline = self.settings.pipeline_id.replace("'", "''")

@@ -22,6 +22,8 @@ from cdc_iceberg.schema import SEQUENCE, SOURCE_KEY
 
 _Built = TypeVar("_Built")
 
+# Kafka's columns of a record, as the source gives them
+KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
 JSON_MAP = MapType(StringType(), StringType())
 VALID_OPS = ("c", "u", "r", "d")
 FLAT_FIELDS = ("__op", "__deleted", "__source_ts_ms", "__lsn", "__ts_ms", "__table", "__db")
@@ -157,10 +159,9 @@ def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
 
 def _parse_projections(event_format: str) -> list[list[Column | str]]:
     """The projections of :func:`parse_events`, one ``select`` each."""
-    kafka = ("key", "value", "topic", "partition", "offset", "timestamp")
     value_text = F.col("value").cast("string")
     key_text = F.col("key").cast("string")
-    projections: list[list[Column | str]] = [[*kafka]]
+    projections: list[list[Column | str]] = [[*KAFKA_COLUMNS]]
     projections += _parse_objects(
         {"_root": value_text, "_key_root": F.when(F.is_valid_utf8(key_text), key_text)}
     )
@@ -173,7 +174,7 @@ def _parse_projections(event_format: str) -> list[list[Column | str]]:
     )
     projections.append(
         [
-            *kafka,
+            *KAFKA_COLUMNS,
             value_text.alias("_value_text"),
             F.when(_is_wrapped(root), F.col("_payload")).otherwise(root).alias("_body"),
             F.when(_is_wrapped(key_root), F.col("_key_payload")).otherwise(key_root).alias("_key"),
@@ -207,7 +208,7 @@ def _parse_projections(event_format: str) -> list[list[Column | str]]:
 
     projections.append(
         [
-            *kafka,
+            *KAFKA_COLUMNS,
             op.alias("op"),
             ts_raw.alias("ts_ms_raw"),
             lsn_raw.alias("lsn_raw"),
@@ -272,12 +273,7 @@ def _parse_projections(event_format: str) -> list[list[Column | str]]:
     )
     projections.append(
         [
-            "key",
-            "value",
-            "topic",
-            "partition",
-            "offset",
-            "timestamp",
+            *KAFKA_COLUMNS,
             "op",
             ts_ms.alias("ts_ms"),
             snapshot_read_lsn(F.col("op"), F.col("snapshot_flag"), lsn).alias("lsn"),
@@ -405,12 +401,7 @@ def _type_projections(
 def _kafka_and_sequence() -> list[Column | str]:
     """The leading columns of :func:`type_columns`: Kafka's, the op and the sequence."""
     return [
-        "key",
-        "value",
-        "topic",
-        "partition",
-        "offset",
-        "timestamp",
+        *KAFKA_COLUMNS,
         F.col("op").alias("cdc_op"),
         "ts_ms",
         "lsn",
