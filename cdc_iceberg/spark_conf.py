@@ -62,6 +62,11 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # UI off. This job's plans are large: a session that had run many drains held
         # 367k plan metrics, its 1 GiB heap's old generation 99.9% full.
         "spark.sql.ui.retainedExecutions": "20",
+        # A batch's plans compile to about 60 classes (10 to 300 ms each) and a drain's
+        # first batch and metadata queries to 100 more. Spark's cache of generated classes
+        # holds 100 by default: the batches evicted each other's classes and every batch
+        # compiled them all again, about a second per batch.
+        "spark.sql.codegen.cache.maxEntries": "1000",
         "spark.ui.retainedJobs": "100",
         "spark.ui.retainedStages": "100",
         "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "1g"),
