@@ -40,10 +40,10 @@ STAMP_SPARK := $(JARS)/spark/.fetched
 STAMP_KAFKA := $(JARS)/kafka/.fetched
 STAMP_APT := build/.system-packages
 
-.PHONY: setup jars system-packages kafka-up kafka-down drain generate airflow-init demo \
+.PHONY: setup jars class-archive system-packages kafka-up kafka-down drain generate airflow-init demo \
         test test-faults lint clean airflow-ui maintain bench bench-full
 
-setup: $(STAMP_APT) $(STAMP_PY) jars
+setup: $(STAMP_APT) $(STAMP_PY) jars class-archive
 
 $(STAMP_APT): scripts/install-system-packages.sh
 	bash scripts/install-system-packages.sh
@@ -68,6 +68,11 @@ $(STAMP_KAFKA): jvm/kafka/pom.xml
 	$(MVN) -f jvm/kafka/pom.xml dependency:copy-dependencies \
 	  -DoutputDirectory=$(ROOT)/$(JARS)/kafka -DincludeScope=runtime
 	touch $@
+
+# the local Spark driver's class-data archive (cdc_iceberg/class_archive.py): built once per
+# java and set of jars, found again in a fraction of a second
+class-archive: $(STAMP_PY) jars
+	$(PY) -m cdc_iceberg.class_archive
 
 kafka-up: setup
 	$(PY) -m cdc_iceberg.local.kafka_broker up

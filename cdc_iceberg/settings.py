@@ -66,6 +66,8 @@ class Settings:
     spark_master: str = "local[*]"
     spark_shuffle_partitions: int = 4
     jars_dir: str = str(PROJECT_ROOT / "build" / "jars" / "spark")
+    # class-data archive of a local driver's JVM: auto, off or a path (cdc_iceberg.class_archive)
+    spark_class_archive: str = "auto"
 
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = ""

@@ -89,13 +89,15 @@ def failpoint(settings: Settings, name: str, batch_id: int) -> None:
 # -- the session ---------------------------------------------------------
 
 
-def build_session(settings: Settings, app_name: str = "cdc_to_iceberg") -> SparkSession:
-    """The one SparkSession builder of the job (configuration from spark_conf)."""
+def build_session(
+    settings: Settings, app_name: str = "cdc_to_iceberg", extra_conf: dict[str, str] | None = None
+) -> SparkSession:
+    """The one SparkSession builder of the job: spark_conf, then ``extra_conf`` over it."""
     from pyspark.sql import SparkSession
 
     settings.ensure_local_dirs()
     builder = SparkSession.builder.appName(app_name).master(settings.spark_master)
-    for key, value in spark_conf(settings).items():
+    for key, value in {**spark_conf(settings), **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     builder = builder.config("spark.jars", ",".join(spark_jars(settings)))
     spark = builder.getOrCreate()
