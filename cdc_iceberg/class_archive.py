@@ -206,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         print(archive_path(settings) or "")
         return 0
-    build(settings, force=args.force)
+    try:
+        build(settings, force=args.force)
+    except Exception as error:  # an optimization: Spark starts without it, only slower
+        print(f"class archive not built ({error}); Spark starts without it", file=sys.stderr)
     return 0
 
 
