@@ -33,6 +33,9 @@ from pathlib import Path
 from cdc_iceberg.settings import PROJECT_ROOT, Settings
 
 ARCHIVE_DIR = PROJECT_ROOT / "build" / "jvm"
+# where the archive's options go: Spark puts them before spark.driver.extraJavaOptions,
+# which stays the user's
+DRIVER_OPTIONS_KEY = "spark.driver.defaultJavaOptions"
 _CLASS_PATH_ENV = (
     "SPARK_CONF_DIR",
     "HADOOP_CONF_DIR",
@@ -175,7 +178,7 @@ def _run_and_dump(settings: Settings, target: Path) -> None:
 
     from jobs.cdc_to_iceberg import build_session
 
-    dump = {"spark.driver.defaultJavaOptions": f"-XX:ArchiveClassesAtExit={target} -Xlog:cds=error"}
+    dump = {DRIVER_OPTIONS_KEY: f"-XX:ArchiveClassesAtExit={target} -Xlog:cds=error"}
     spark = build_session(settings, "cdc_class_archive", dump)
     spark.sparkContext.setLogLevel("ERROR")
     gateway = SparkContext._gateway

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from cdc_iceberg.class_archive import driver_java_options
+from cdc_iceberg.class_archive import DRIVER_OPTIONS_KEY, driver_java_options
 from cdc_iceberg.settings import PROJECT_ROOT, Settings, catalog_credentials
 
 JOB_FILE = PROJECT_ROOT / "jobs" / "cdc_to_iceberg.py"
@@ -78,10 +78,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.redaction.options.regex": "(?i)url|" + REDACTION_REGEX.removeprefix("(?i)"),
     }
     java_options = driver_java_options(settings)
-    if java_options:
-        # a local driver maps its classes from the archive make setup built; Spark puts
-        # these before spark.driver.extraJavaOptions, which stays the user's
-        conf["spark.driver.defaultJavaOptions"] = java_options
+    if java_options:  # a local driver maps its classes from the archive make setup built
+        conf[DRIVER_OPTIONS_KEY] = java_options
     if settings.spark_master.startswith("local"):
         # a laptop run stays on loopback
         conf["spark.driver.host"] = "127.0.0.1"
