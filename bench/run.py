@@ -611,30 +611,79 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 # -- main ----------------------------------------------------------------------------------
 
 
-def _stored(scale: Scale, wanted: set[str]) -> dict[str, dict[str, Any]]:
-    """W1/W2 results of an earlier run at this scale, for figures that need both."""
-    names = {"w1": "w1_throughput", "w2": "w2_throughput"}
+# Figures are compared only when measured on the same kind of machine: the same
+# benchmark on another CPU can take half or twice as long.
+MACHINE_KEYS = ("cpu_model", "nproc", "memory_gib")
+
+
+def same_machine(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Two runs' ``machine`` facts name the same CPU, core count and memory."""
+    if not a or not b:
+        return False
+    return all(a.get(k) is not None and a.get(k) == b.get(k) for k in MACHINE_KEYS)
+
+
+def _machine_name(machine: dict[str, Any] | None) -> str:
+    machine = machine or {}
+    return ", ".join(f"{k} {machine.get(k)}" for k in MACHINE_KEYS)
+
+
+WORKLOAD_FIGURES = {"w1": "w1_throughput", "w2": "w2_throughput"}
+
+
+def _stored_path(scale: Scale, key: str) -> Path:
+    return RESULTS_DIR / f"{WORKLOAD_FIGURES[key]}-{scale.name}.json"
+
+
+def _stored(scale: Scale, wanted: set[str], machine: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """W1/W2 results of an earlier run at this scale on this machine, for figures that need both.
+
+    A stored result measured on another machine is left out (and said so): a
+    ratio of figures from two machines measures the machines.
+    """
     out = {}
     for key in sorted(wanted):
-        path = RESULTS_DIR / f"{names[key]}-{scale.name}.json"
-        if path.exists():
-            out[key] = json.loads(path.read_text())
+        path = _stored_path(scale, key)
+        if not path.exists():
+            continue
+        stored = json.loads(path.read_text())
+        if same_machine(stored.get("machine"), machine):
+            out[key] = stored
+        else:
+            _log(
+                f"stored {path.name} is from another machine "
+                f"({_machine_name(stored.get('machine'))}): not used"
+            )
     return out
 
 
-def _carry_over(scale: Scale, key: str, fresh: dict[str, Any]) -> None:
+def carry_over(
+    stored: dict[str, Any] | None, fresh: dict[str, Any], machine: dict[str, Any]
+) -> list[str]:
     """Keep the stored contenders of an earlier run that this run (``--contenders``) left out.
 
-    Each carried contender is marked with the run it comes from (``from_run``),
-    so a figure never passes one run's numbers off as another's.
+    Each carried contender is marked with the run it comes from (``from_run``)
+    and the machine it ran on, so a figure never passes one run's numbers off as
+    another's. Only contenders measured on this machine are carried; the names of
+    those left behind are returned.
     """
-    stored = _stored(scale, {key}).get(key)
     if not stored:
-        return
+        return []
     ran = fresh.setdefault("contenders", {})
+    left: list[str] = []
     for name, figures in stored.get("contenders", {}).items():
-        if name not in ran:
-            ran[name] = {**figures, "from_run": figures.get("from_run", stored.get("written_at"))}
+        if name in ran:
+            continue
+        measured_on = figures.get("machine") or stored.get("machine")
+        if not same_machine(measured_on, machine):
+            left.append(name)
+            continue
+        ran[name] = {
+            **figures,
+            "from_run": figures.get("from_run", stored.get("written_at")),
+            "machine": measured_on,
+        }
+    return left
 
 
 def _interrupted(signum: int, frame: object) -> None:
@@ -729,11 +778,15 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"{bench} failed: {error}")
             continue
         if bench in ("w1", "w2") and args.contenders:
-            _carry_over(scale, bench, results[bench])
+            path = _stored_path(scale, bench)
+            stored_run = json.loads(path.read_text()) if path.exists() else None
+            left = carry_over(stored_run, results[bench], machine)
+            if left:
+                _log(f"{bench}: stored figures of {left} are from another machine: not kept")
         results[bench]["wall_s"] = round(time.monotonic() - bench_started, 1)
         _log(f"{bench} done in {results[bench]['wall_s']} s")
 
-    stored = _stored(scale, {"w1", "w2"} - set(results))
+    stored = _stored(scale, {"w1", "w2"} - set(results), machine)
     if stored:
         _log(f"derived figures also use stored results: {sorted(stored)}")
     both = {**stored, **results}
