@@ -41,7 +41,7 @@ BODY_BYTES = 420  # with the unwrapped envelope, a change event is about 1 KB
 
 @dataclasses.dataclass(frozen=True)
 class Scale:
-    """How big each benchmark is. ``full`` is the issue's sizes; the others scale down."""
+    """How big each benchmark is: ``full`` at the documented sizes, the others scaled down."""
 
     name: str
     events: int  # change events of W1 and W2

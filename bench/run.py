@@ -4,7 +4,7 @@ Run (SPARK_LOCAL_IP is set to 127.0.0.1 when absent)::
 
     cd /work/main && nice -n 19 .venv/bin/python bench/run.py --quick     # scaled down
     cd /work/main && nice -n 19 .venv/bin/python bench/run.py --medium    # product vs naive
-    cd /work/main && nice -n 19 .venv/bin/python bench/run.py --full      # the sizes
+    cd /work/main && nice -n 19 .venv/bin/python bench/run.py --full      # the full sizes
     cd /work/main && nice -n 19 .venv/bin/python bench/run.py --quick --only w1,idle
 
 Benchmarks (each starts its own Kafka broker on a free loopback port and stops
