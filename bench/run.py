@@ -631,8 +631,10 @@ def _machine_name(machine: dict[str, Any] | None) -> str:
 WORKLOAD_FIGURES = {"w1": "w1_throughput", "w2": "w2_throughput"}
 
 
-def _stored_path(scale: Scale, key: str) -> Path:
-    return RESULTS_DIR / f"{WORKLOAD_FIGURES[key]}-{scale.name}.json"
+def _read_stored(scale: Scale, key: str) -> dict[str, Any] | None:
+    """The stored W1 or W2 result at this scale, whatever machine it ran on."""
+    path = RESULTS_DIR / f"{WORKLOAD_FIGURES[key]}-{scale.name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _stored(scale: Scale, wanted: set[str], machine: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -643,15 +645,14 @@ def _stored(scale: Scale, wanted: set[str], machine: dict[str, Any]) -> dict[str
     """
     out = {}
     for key in sorted(wanted):
-        path = _stored_path(scale, key)
-        if not path.exists():
+        stored = _read_stored(scale, key)
+        if stored is None:
             continue
-        stored = json.loads(path.read_text())
         if same_machine(stored.get("machine"), machine):
             out[key] = stored
         else:
             _log(
-                f"stored {path.name} is from another machine "
+                f"stored {key} result is from another machine "
                 f"({_machine_name(stored.get('machine'))}): not used"
             )
     return out
@@ -778,9 +779,7 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"{bench} failed: {error}")
             continue
         if bench in ("w1", "w2") and args.contenders:
-            path = _stored_path(scale, bench)
-            stored_run = json.loads(path.read_text()) if path.exists() else None
-            left = carry_over(stored_run, results[bench], machine)
+            left = carry_over(_read_stored(scale, bench), results[bench], machine)
             if left:
                 _log(f"{bench}: stored figures of {left} are from another machine: not kept")
         results[bench]["wall_s"] = round(time.monotonic() - bench_started, 1)
@@ -806,8 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     files = {
-        "w1": "w1_throughput",
-        "w2": "w2_throughput",
+        **WORKLOAD_FIGURES,
         "sweep": "batch_sweep",
         "layout": "layout_cow_vs_mor",
         "merge_scaling": "merge_scaling",
