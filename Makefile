@@ -69,10 +69,11 @@ $(STAMP_KAFKA): jvm/kafka/pom.xml
 	  -DoutputDirectory=$(ROOT)/$(JARS)/kafka -DincludeScope=runtime
 	touch $@
 
-# the local Spark driver's class-data archive (cdc_iceberg/class_archive.py): built once per
-# java and set of jars, found again in a fraction of a second
+# the local Spark driver's class-data archive (named and found by cdc_iceberg/class_archive.py,
+# built by jobs/class_archive_build.py): built once per java and set of jars, found again
+# in a fraction of a second
 class-archive: $(STAMP_PY) jars
-	$(PY) -m cdc_iceberg.class_archive
+	$(PY) -m jobs.class_archive_build
 
 kafka-up: setup
 	$(PY) -m cdc_iceberg.local.kafka_broker up

@@ -66,7 +66,8 @@ def profile(records: int, keys: int, repeats: int, work: Path) -> dict[str, Any]
     from cdc_iceberg.schema import SOURCE_COLUMNS
     from cdc_iceberg.settings import Settings
     from jobs import transforms
-    from jobs.cdc_to_iceberg import BatchWriter, build_session
+    from jobs.batch_writer import BatchWriter
+    from jobs.session import build_session
 
     steps: dict[str, float] = {}
     with kafka_broker(work / "kafka") as broker:

@@ -54,7 +54,7 @@ def _settings(spec: dict[str, Any]) -> Any:
 
 
 def _session(settings: Any, name: str, out: Out) -> Any:
-    from jobs.cdc_to_iceberg import build_session
+    from jobs.session import build_session
 
     started = time.monotonic()
     spark = build_session(settings, app_name=f"bench-{name}")

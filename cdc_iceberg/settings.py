@@ -80,7 +80,7 @@ class Settings:
     maintenance_target_file_mb: int = 128
     maintenance_orphan_age_hours: int = 72
 
-    # crash injection for the test suite (see jobs/cdc_to_iceberg.failpoint)
+    # crash injection for the test suite (see jobs/batch_writer.failpoint)
     failpoint: str = ""
 
     def __post_init__(self) -> None:

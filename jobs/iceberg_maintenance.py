@@ -141,8 +141,8 @@ def expire_and_clean(spark: SparkSession, settings: Settings, table: str) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cdc_to_iceberg import build_session
     from jobs.iceberg_tables import IcebergTables
+    from jobs.session import build_session
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()

@@ -78,7 +78,7 @@ def base_settings(kafka_broker: Any, catalog_settings: Settings) -> Settings:
 @pytest.fixture(scope="session")
 def spark(catalog_settings: Settings) -> Iterator[Any]:
     """One local SparkSession with the Iceberg catalog of ``catalog_settings``."""
-    from jobs.cdc_to_iceberg import build_session
+    from jobs.session import build_session
 
     session = build_session(catalog_settings, app_name="cdc-tests")
     try:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cdc_to_iceberg import (
-    _checkpoint_offsets,
+from jobs.checkpoint import (
     checkpoint_exists,
+    checkpoint_offsets,
     checkpoint_problem,
     set_aside_corrupt_checkpoint,
 )
@@ -52,7 +52,7 @@ def test_a_healthy_checkpoint_is_kept(tmp_path: Path) -> None:
     root = make_checkpoint(tmp_path / "ckpt", planned=True)
     assert checkpoint_problem(str(root)) is None
     assert checkpoint_exists(str(root))
-    assert _checkpoint_offsets(str(root), TOPIC) == {0: 40, 1: 4}
+    assert checkpoint_offsets(str(root), TOPIC) == {0: 40, 1: 4}
 
 
 def test_stray_temp_files_are_ignored(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cdc_iceberg import class_archive
 from cdc_iceberg.settings import PROJECT_ROOT, Settings
 from cdc_iceberg.spark_conf import spark_env
+from jobs import class_archive_build
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ _DRIVER = textwrap.dedent(
     """
     import sys
     from cdc_iceberg.settings import Settings
-    from jobs.cdc_to_iceberg import build_session
+    from jobs.session import build_session
 
     settings = Settings.from_env().replace(
         iceberg_catalog_uri=f"sqlite:///{sys.argv[1]}/catalog.db",
@@ -38,7 +38,7 @@ _DRIVER = textwrap.dedent(
 
 def test_a_local_driver_maps_its_classes_from_the_archive(tmp_path: Path) -> None:
     settings = Settings.from_env()
-    archive = class_archive.build(settings)  # make setup has built it: then only found
+    archive = class_archive_build.build(settings)  # make setup has built it: then only found
     assert archive is not None and archive.is_file()
     log = tmp_path / "classes.log"
 

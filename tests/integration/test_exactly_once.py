@@ -23,7 +23,8 @@ from support import (
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.generator import ArticleSource, Message
 from cdc_iceberg.settings import Settings
-from jobs.cdc_to_iceberg import BatchWriter, drain
+from jobs.batch_writer import BatchWriter
+from jobs.cdc_to_iceberg import drain
 from jobs.iceberg_tables import IcebergTables
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cdc_to_iceberg import CheckpointInUseError, CheckpointLock, set_aside_uncommitted_batch
+from jobs.checkpoint import CheckpointInUseError, CheckpointLock, set_aside_uncommitted_batch
 
 
 def test_second_drain_on_one_checkpoint_is_refused(tmp_path: Path) -> None:

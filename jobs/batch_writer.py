@@ -1,0 +1,693 @@
+"""The ``foreachBatch`` function of the drain: one micro-batch into the Iceberg tables.
+
+Each micro-batch: parse -> dead-letter what cannot be applied -> collapse to
+the newest change per key -> remember deletes (tombstones) -> MERGE into the
+live table guarded by the sequence tuple. Every commit records the pipeline
+id, the batch id and the offset range in the Iceberg snapshot summary; the
+consumer group gets the batch's end offsets once Spark has checkpointed it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cdc_iceberg import kafka_offsets
+from cdc_iceberg.schema import (
+    RESERVED,
+    SEQUENCE_COLUMNS,
+    SOURCE_KEY,
+    SUMMARY_BATCH,
+    SUMMARY_METRICS,
+    SUMMARY_OFFSETS,
+    SUMMARY_PIPELINE,
+    SUMMARY_RANGE,
+    SUMMARY_TOPIC,
+    SUMMARY_UNAVAILABLE,
+)
+from cdc_iceberg.settings import Settings
+from jobs.checkpoint import read_offset_log
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from jobs.iceberg_tables import IcebergTables
+
+log = logging.getLogger("cdc_to_iceberg")
+
+
+# -- failpoints: deterministic crash injection for the test suite -----------
+
+
+def failpoint(settings: Settings, name: str, batch_id: int) -> None:
+    """kill -9 this driver when ``CDC_FAILPOINT`` names this point (``name`` or ``name@batch``)."""
+    spec = settings.failpoint
+    if not spec:
+        return
+    point, _, batch = spec.partition("@")
+    if point == name and (not batch or int(batch) == batch_id):
+        log.error("failpoint %s reached at batch %s: killing the driver", name, batch_id)
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- metrics -----------------------------------------------------------------
+
+
+class _Steps:
+    """Wall time per step of a batch, logged at DEBUG to find where a batch spends time."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float]] = [("start", time.monotonic())]
+
+    def mark(self, name: str) -> None:
+        self.marks.append((name, time.monotonic()))
+
+    def summary(self) -> dict[str, float]:
+        return {name: round(t - self.marks[i][1], 3) for i, (name, t) in enumerate(self.marks[1:])}
+
+
+STEPS = _Steps()
+
+
+@dataclass
+class BatchMetrics:
+    """What one micro-batch did; logged as one JSON line and kept in the snapshot summary."""
+
+    pipeline_id: str
+    batch_id: int
+    events_in: int = 0
+    kafka_tombstones: int = 0
+    already_committed: int = 0
+    dead_lettered: int = 0
+    collapsed_in_batch: int = 0
+    stale: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    truncated: int = 0
+    schema_changes: list[str] = field(default_factory=list)
+    offsets: dict[str, list[int]] = field(default_factory=dict)
+    duration_s: float = 0.0
+    skipped: bool = False
+
+    def as_json(self) -> str:
+        return json.dumps({"event": "cdc_batch", **self.__dict__}, sort_keys=True)
+
+
+# -- the batch writer --------------------------------------------------------
+
+
+def _offset_filter(committed: dict[int, int]) -> Any:
+    """Column: the record is not yet in the table (offset at or past what it records)."""
+    from pyspark.sql import functions as F
+
+    condition = ~F.col("partition").isin(*committed.keys()) if committed else F.lit(True)
+    for partition, offset in committed.items():
+        condition = condition | ((F.col("partition") == partition) & (F.col("offset") >= offset))
+    return condition
+
+
+# what a dead letter keeps of its Kafka record
+_DEAD_RAW = ("topic", "timestamp", "key", "value", "problem")
+
+
+def _sequence_sql(values: tuple[Any, ...], order: tuple[str, ...]) -> list[str]:
+    """A sequence tuple as typed SQL literals named after its columns."""
+    types = dict(SEQUENCE_COLUMNS)
+    return [f"CAST({int(v)} AS {types[n]}) AS {n}" for v, n in zip(values, order, strict=True)]
+
+
+def _nulls_first(values: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
+    return tuple((v is not None, v) if v is not None else (False, 0) for v in values)
+
+
+@dataclass
+class _Scan:
+    """What the one pass over a typed batch tells the driver."""
+
+    first: dict[int, int]
+    seen_end: dict[int, int]
+    total: int
+    fresh: int
+    tombstones: int
+    columns_seen: list[str]
+    declared: dict[str, str | None]
+    dead: int
+    valid: int
+    deletes: int
+    truncates: int
+    truncate_seq: tuple[Any, ...] | None
+    toast: int
+    toast_creates: int
+    # the columns the batch's changes left unavailable (TOAST)
+    unavailable: frozenset[str]
+
+
+class BatchWriter:
+    """``foreachBatch`` function applying one micro-batch to the Iceberg tables.
+
+    Spark jobs per batch: one pass that reads the batch from Kafka, parses and
+    types it, and caches it grouped by key (the newest change of each key, and
+    the offsets, counts, columns and schemas seen); the newest change per key
+    from those groups; then one write per table that has something to change.
+    A batch that changes the schema is typed and grouped again after the
+    change, and one that leaves a column unavailable (TOAST) for the first
+    time is grouped again with that column's own aggregate. A batch with a
+    truncate or a key change of a row with TOASTed columns also caches its
+    typed records. Everything else is decided on the driver.
+
+    The consumer group gets a batch's end offsets once Spark has committed the
+    batch to its checkpoint: when the next batch starts, or when the drain ends.
+    """
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        tables: IcebergTables,
+        checkpoint: str | None,
+        dry_run: bool = False,
+        stop_offsets: dict[int, int] | None = None,
+    ) -> None:
+        self.spark = spark
+        self.settings = settings
+        self.tables = tables
+        self.checkpoint = checkpoint
+        self.dry_run = dry_run
+        self.stop_offsets = stop_offsets or {}
+        from jobs.iceberg_tables import offsets_in, unavailable_in
+
+        summary = tables.latest_pipeline_summary()  # of the newest commit: read once
+        self.progress: dict[int, int] = offsets_in(summary)
+        # where this run starts reading partitions the table has no offsets for
+        self.initial_offsets: dict[int, int] = {}
+        self.history: list[BatchMetrics] = []
+        # batch id whose end offsets await Spark's checkpoint commit
+        self.unconfirmed: int | None = None
+        self.group_offsets: dict[int, int] = {}
+        # columns changes of the pipeline have left unavailable (TOAST): only these need
+        # an aggregate of their own in the newest change per key (see _partials); kept
+        # in each commit's summary, so a run starts with what the last one learned
+        self.toasted: frozenset[str] = unavailable_in(summary)
+
+    # Spark calls this for every micro-batch
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        global STEPS
+        STEPS = _Steps()
+        # Spark plans batch N only after committing batch N-1 to its checkpoint
+        self.confirm_checkpointed()
+        started = time.monotonic()
+        metrics = BatchMetrics(self.settings.pipeline_id, batch_id)
+        # temp views and snapshot properties live in the batch's own session
+        self.spark = self.tables.spark = batch.sparkSession
+        cached: list[DataFrame] = []
+        try:
+            self._apply(batch, batch_id, metrics, cached)
+        finally:
+            # dependents first: dropping a cache others are built on makes Spark
+            # re-plan them on the raw parse, whose projections the optimizer
+            # then inlines into their filters (a plan too large for the heap)
+            for frame in reversed(cached):
+                frame.unpersist()
+        metrics.duration_s = round(time.monotonic() - started, 3)
+        log.debug("batch %s steps %s", batch_id, STEPS.summary())
+        self.history.append(metrics)
+        self.unconfirmed = batch_id
+        print(metrics.as_json(), flush=True)
+
+    def confirm_checkpointed(self) -> None:
+        """The last batch is in Spark's checkpoint: commit the table's offsets to the group."""
+        if self.unconfirmed is None:
+            return
+        batch_id, self.unconfirmed = self.unconfirmed, None
+        failpoint(self.settings, "after_checkpoint_commit", batch_id)
+        self._commit_group()
+        failpoint(self.settings, "after_group_commit", batch_id)
+
+    def _end_offsets(self, batch_id: int, seen: dict[int, int]) -> dict[int, int]:
+        """The batch's end offsets from Spark's offset log (exact, transactions included)."""
+        logged = read_offset_log(self.spark, self.checkpoint, batch_id, self.settings.kafka_topic)
+        end = dict(seen)
+        for partition, offset in logged.items():
+            end[partition] = max(end.get(partition, 0), offset)
+        if self.stop_offsets:
+            end = {p: min(o, self.stop_offsets.get(p, o)) for p, o in end.items()}
+        return end
+
+    def _type(
+        self,
+        parsed: DataFrame,
+        committed: dict[int, int],
+        columns: list[tuple[str, str]],
+        incompatible: dict[str, str],
+    ) -> DataFrame:
+        """Every record of the batch projected on the table's columns, marked fresh or not."""
+        from pyspark.sql import functions as F
+
+        from jobs import transforms
+
+        frame = parsed.withColumn("parse_problem", F.col("problem")).withColumn(
+            "fresh", (_offset_filter(committed) if committed else F.lit(True))
+        )
+        if incompatible:
+            reason = F.lit(None).cast("string")
+            for name, text in incompatible.items():
+                reason = F.when(F.map_contains_key(F.col("row"), name), F.lit(text)).otherwise(
+                    reason
+                )
+            frame = frame.withColumn("problem", F.coalesce(F.col("problem"), reason))
+        # columns the row carries beyond the table's: what schema evolution looks at
+        known = F.array(*[F.lit(name) for name, _ in columns])
+        frame = frame.withColumn("new_columns", F.array_except(F.map_keys("row"), known))
+        keep = ("new_columns", "schema_json", "kafka_tombstone", "parse_problem", "fresh")
+        return transforms.type_columns(frame, columns, keep=keep)
+
+    def _before_stop(self, typed: DataFrame) -> DataFrame:
+        """A bounded run (backfill) keeps the records before its stop offsets.
+
+        The predicate reads only Kafka's own columns, so pushing it below the
+        parser's projections inlines nothing.
+        """
+        return typed.where(_before_stop(self.stop_offsets)) if self.stop_offsets else typed
+
+    def _partials(
+        self, typed: DataFrame, data_columns: list[str], cached: list[DataFrame]
+    ) -> DataFrame:
+        """The one pass over the batch, cached: a row per Kafka partition and group.
+
+        Valid changes group by key and carry :func:`transforms.newest_aggregates`
+        (what the collapse needs: the newest change's row, and the newest
+        available value of each column in ``self.toasted``); each dead-lettered
+        record is a group of its own carrying its raw record; everything else
+        (Kafka tombstones, records already in the table, truncates) shares one
+        group per partition. Every group carries the counts, offsets, columns
+        and schemas :meth:`_scan` adds up. The records themselves are never
+        cached: a batch is read from Kafka and parsed once.
+        """
+        from jobs import transforms
+
+        flags, groups, aggregates = transforms.reused(
+            _partial_columns,
+            tuple(self.settings.sequence),
+            self.settings.truncate_policy,
+            tuple(data_columns),
+            self.toasted,
+        )
+        # flags first, so the aggregates read columns instead of the parser's expressions
+        partials = typed.select("*", *flags).groupBy(*groups).agg(*aggregates).persist()
+        cached.append(partials)
+        return partials
+
+    def _newest(self, partials: DataFrame, data_columns: list[str]) -> DataFrame:
+        """The newest change per key, from the key groups of :meth:`_partials`."""
+        from pyspark.sql import functions as F
+
+        from jobs import transforms
+
+        keyed = partials.where(F.col("_key").isNotNull()).withColumnRenamed("_key", SOURCE_KEY)
+        return transforms.combine_newest(keyed, data_columns, self.settings.sequence, self.toasted)
+
+    def _scan(self, partials: DataFrame) -> _Scan:
+        """Add up the cached groups per Kafka partition (runs the batch's one pass)."""
+        from pyspark.sql import functions as F
+
+        from jobs.iceberg_tables import merge_declared, row_fields_from_schema
+
+        sums = (
+            "n",
+            "fresh",
+            "tomb",
+            "dead",
+            "valid",
+            "deletes",
+            "truncates",
+            "toast",
+            "toast_creates",
+        )
+        rows = (
+            partials.groupBy("partition")
+            .agg(
+                F.min("lo").alias("lo"),
+                F.max("hi").alias("hi"),
+                *[F.sum(c).alias(c) for c in sums],
+                F.array_distinct(F.flatten(F.collect_list("cols"))).alias("cols"),
+                F.array_distinct(F.flatten(F.collect_list("schemas"))).alias("schemas"),
+                F.array_distinct(F.flatten(F.collect_list("unavailable"))).alias("unavailable"),
+                F.max("truncate_seq").alias("truncate_seq"),
+            )
+            .collect()
+        )
+        declared: dict[str, str | None] = {}
+        for schema_json in sorted({s for r in rows for s in r["schemas"]}):
+            declared = merge_declared(declared, row_fields_from_schema(schema_json))
+        truncates = [tuple(r["truncate_seq"]) for r in rows if r["truncate_seq"] is not None]
+        # Spark's ordering of the struct: a null field sorts first
+        newest_truncate = max(truncates, key=_nulls_first, default=None)
+
+        def whole(name: str) -> int:
+            return sum(int(r[name] or 0) for r in rows)
+
+        return _Scan(
+            first={int(r["partition"]): int(r["lo"]) for r in rows},
+            seen_end={int(r["partition"]): int(r["hi"]) + 1 for r in rows},
+            total=whole("n"),
+            fresh=whole("fresh"),
+            tombstones=whole("tomb"),
+            columns_seen=sorted({c for r in rows for c in r["cols"] or []}),
+            declared=declared,
+            dead=whole("dead"),
+            valid=whole("valid"),
+            deletes=whole("deletes"),
+            truncates=whole("truncates"),
+            truncate_seq=newest_truncate,
+            toast=whole("toast"),
+            toast_creates=whole("toast_creates"),
+            unavailable=frozenset(c for r in rows for c in r["unavailable"] or []),
+        )
+
+    def _apply(
+        self, batch: DataFrame, batch_id: int, metrics: BatchMetrics, cached: list[DataFrame]
+    ) -> None:
+        from jobs import transforms
+        from jobs.iceberg_tables import plan_evolution
+
+        settings = self.settings
+        tables = self.tables
+        parsed = transforms.parse_events(batch, settings.event_format)
+        committed = dict(self.progress)
+        table_columns = tables.columns()
+        columns = [(n, t) for n, t in table_columns.items() if n not in RESERVED]
+        # typed with the table's columns as they are: right unless the batch changes them
+        typed = self._before_stop(self._type(parsed, committed, columns, {}))
+        partials = self._partials(typed, [n for n, _ in columns], cached)
+        scan = self._scan(partials)
+        STEPS.mark("scan")
+        end = self._end_offsets(batch_id, scan.seen_end)
+        if not end:
+            metrics.skipped = True
+            return
+        start = {
+            p: committed.get(p, self.initial_offsets.get(p, scan.first.get(p, end[p]))) for p in end
+        }
+        metrics.offsets = {str(p): [start[p], end[p]] for p in sorted(end) if start[p] < end[p]}
+        metrics.already_committed = scan.total - scan.fresh
+        if kafka_offsets.covers(committed, end) or not metrics.offsets:
+            metrics.skipped = True
+            log.warning("batch %s is already in the table (replay): skipped", batch_id)
+            return
+        metrics.events_in = scan.fresh
+        metrics.kafka_tombstones = scan.tombstones
+
+        # schema evolution, decided on the driver from the columns the batch carries
+        add, widen, incompatible = plan_evolution(table_columns, scan.columns_seen, scan.declared)
+        if (add or widen) and not self.dry_run:
+            tables.apply_evolution(add, widen)
+        metrics.schema_changes = [f"add {n} {t}" for n, t in add] + [
+            f"widen {n} to {t}" for n, t in widen
+        ]
+        retype = bool(add or widen or incompatible)
+        if retype:
+            if self.dry_run:  # the table is left as it is: type as if it had changed
+                widened = dict(widen)
+                columns = [(n, widened.get(n, t)) for n, t in columns]
+                columns += [c for c in add if c[0] not in dict(columns)]
+            else:
+                columns = tables.data_columns()
+            typed = self._before_stop(self._type(parsed, committed, columns, incompatible))
+        while retype or not scan.unavailable <= self.toasted:
+            if not scan.unavailable <= self.toasted:
+                # a column first seen unavailable needs its own aggregate from now on
+                log.info(
+                    "batch %s: unavailable (TOAST) columns %s", batch_id, sorted(scan.unavailable)
+                )
+                self.toasted |= scan.unavailable
+            partials.unpersist()  # nothing is built on it yet
+            cached.remove(partials)
+            partials = self._partials(typed, [n for n, _ in columns], cached)
+            scan = self._scan(partials)
+            retype = False
+            STEPS.mark("rescan")
+        self._write(
+            batch,
+            typed,
+            partials,
+            scan,
+            batch_id,
+            metrics,
+            start,
+            end,
+            [n for n, _ in columns],
+            cached,
+        )
+
+    def _write(
+        self,
+        batch: DataFrame,
+        typed: DataFrame,
+        partials: DataFrame,
+        scan: _Scan,
+        batch_id: int,
+        metrics: BatchMetrics,
+        start: dict[int, int],
+        end: dict[int, int],
+        data_columns: list[str],
+        cached: list[DataFrame],
+    ) -> None:
+        from pyspark.sql import functions as F
+
+        from jobs import transforms
+        from jobs.iceberg_tables import (
+            append_tombstones_sql,
+            live_source_sql,
+            merge_dlq_sql,
+            merge_live_sql,
+        )
+
+        settings = self.settings
+        tables = self.tables
+        order = settings.sequence
+        metrics.dead_lettered = scan.dead
+        truncate_seq = None
+        if settings.truncate_policy == "clear" and scan.truncate_seq is not None:
+            truncate_seq = scan.truncate_seq
+            metrics.truncated = scan.truncates
+        key_change_toast = bool(scan.toast_creates) and "headers" in batch.columns
+        if truncate_seq is not None or key_change_toast:
+            # these need the single changes, not the newest per key: cache the typed batch
+            events = typed.persist()
+            cached.append(events)
+            valid = events.where(
+                F.col("fresh") & ~F.col("kafka_tombstone") & F.col("problem").isNull()
+            )
+            if truncate_seq is not None:
+                # the keys the truncate empties include those the batch wrote before it
+                valid.select(SOURCE_KEY).createOrReplaceTempView("cdc_batch_keys")
+                after = F.expr(f"struct({', '.join(_sequence_sql(truncate_seq, order))})")
+                valid = valid.where(transforms.sequence(order=order) > after)
+            if key_change_toast:
+                # a key change whose create lacks TOASTed values: take them from the old key
+                valid = transforms.fill_from_old_key(
+                    valid,
+                    transforms.old_keys(batch),
+                    self.spark.sql(f"SELECT * FROM {tables.live}"),
+                    data_columns,
+                    order,
+                ).localCheckpoint()  # materialized: the MERGE must not re-read its own table
+            collapsed = transforms.collapse_newest(valid, data_columns, order)
+        else:
+            collapsed = self._newest(partials, data_columns)
+        key_count = 0
+        if scan.valid:
+            # one row per key, counted here and read by the tombstone append and the MERGE
+            collapsed = collapsed.persist()
+            cached.append(collapsed)
+            key_count = collapsed.count()
+            STEPS.mark("collapse")
+        metrics.collapsed_in_batch = scan.valid - key_count
+        if self.dry_run:
+            metrics.stale = key_count
+            return
+
+        merged_end = dict(self.progress)
+        for partition, offset in end.items():
+            merged_end[partition] = max(merged_end.get(partition, 0), offset)
+        properties = {
+            SUMMARY_PIPELINE: settings.pipeline_id,
+            SUMMARY_TOPIC: settings.kafka_topic,
+            SUMMARY_BATCH: str(batch_id),
+            SUMMARY_OFFSETS: json.dumps({str(p): o for p, o in sorted(merged_end.items())}),
+            SUMMARY_RANGE: json.dumps(metrics.offsets),
+            SUMMARY_METRICS: json.dumps(self._pre_metrics(metrics)),
+            SUMMARY_UNAVAILABLE: json.dumps(sorted(self.toasted)),
+        }
+        failpoint(settings, "before_merge", batch_id)
+        tables.set_snapshot_properties(properties)
+        before_snapshot = tables.current_snapshot_id()
+        try:
+            if metrics.dead_lettered:
+                dead_rows = partials.where(F.col("_dead_offset").isNotNull()).select(
+                    F.lit(settings.pipeline_id).alias("pipeline_id"),
+                    "topic",
+                    F.col("partition").cast("int").alias("kafka_partition"),
+                    F.col("_dead_offset").alias("kafka_offset"),
+                    F.col("timestamp").alias("kafka_timestamp"),
+                    F.col("key").alias("raw_key"),
+                    F.col("value").alias("raw_value"),
+                    F.col("problem").alias("reason"),
+                    F.lit(batch_id).cast("bigint").alias("batch_id"),
+                    F.current_timestamp().alias("dead_lettered_at"),
+                )
+                dead_rows.createOrReplaceTempView("cdc_dead_letters")
+                tables.run_retrying(merge_dlq_sql(tables.dlq, "cdc_dead_letters"))
+                STEPS.mark("merge-dlq")
+            if truncate_seq is not None:
+                self._clear_before(truncate_seq)
+            collapsed.createOrReplaceTempView("cdc_collapsed")
+            if scan.deletes:
+                # deletes are remembered first: a crash before the live MERGE replays both
+                tables.run_retrying(
+                    append_tombstones_sql(tables.tombstones, "cdc_collapsed", order)
+                )
+                STEPS.mark("append-tombstones")
+            if key_count:
+                remembered = tables.tombstones if tables.record_count(tables.tombstones) else None
+                source = live_source_sql("cdc_collapsed", remembered, order)
+                tables.run_retrying(
+                    merge_live_sql(tables.live, source, data_columns, order, toast=bool(scan.toast))
+                )
+                STEPS.mark("merge-live")
+            after_snapshot = tables.current_snapshot_id()
+            if after_snapshot == before_snapshot:
+                # nothing changed (all stale or dead): still record the progress
+                tables.empty_commit(properties)
+                after_snapshot = tables.current_snapshot_id()
+        finally:
+            tables.clear_snapshot_properties(properties)
+        summary = tables.snapshot_summary(after_snapshot) if after_snapshot else {}
+        metrics.inserted = int(summary.get("spark.merge-into.num-target-rows-inserted", 0))
+        metrics.updated = int(summary.get("spark.merge-into.num-target-rows-updated", 0))
+        metrics.deleted = int(summary.get("spark.merge-into.num-target-rows-deleted", 0))
+        metrics.stale = key_count - metrics.inserted - metrics.updated - metrics.deleted
+        self.progress = merged_end
+        failpoint(settings, "after_iceberg_commit", batch_id)
+
+    def _pre_metrics(self, metrics: BatchMetrics) -> dict[str, Any]:
+        return {
+            "events_in": metrics.events_in,
+            "kafka_tombstones": metrics.kafka_tombstones,
+            "already_committed": metrics.already_committed,
+            "dead_lettered": metrics.dead_lettered,
+            "collapsed_in_batch": metrics.collapsed_in_batch,
+            "truncated": metrics.truncated,
+            "schema_changes": metrics.schema_changes,
+        }
+
+    def _clear_before(self, truncate_seq: tuple[Any, ...]) -> None:
+        """``op = t`` under the 'clear' policy: every older row becomes a tombstone.
+
+        Every key of the table and of the batch (``cdc_batch_keys``) is
+        remembered as deleted at the truncate, so no change from before it
+        (a redelivery, say) can bring a row back.
+        """
+        from jobs.iceberg_tables import append_tombstones_sql
+
+        tables = self.tables
+        order = self.settings.sequence
+        literals = _sequence_sql(truncate_seq, order)
+        self.spark.sql(
+            f"SELECT {SOURCE_KEY}, {', '.join(literals)}, 'd' AS cdc_op FROM (SELECT "
+            f"{SOURCE_KEY} FROM {tables.live} UNION SELECT {SOURCE_KEY} FROM cdc_batch_keys)"
+        ).createOrReplaceTempView("cdc_truncated")
+        tables.run_retrying(append_tombstones_sql(tables.tombstones, "cdc_truncated", order))
+        tables.run_retrying(
+            f"DELETE FROM {tables.live} WHERE struct({', '.join(order)}) "
+            f"< struct({', '.join(literals)})"
+        )
+
+    def _commit_group(self) -> None:
+        if self.dry_run or not self.progress or self.group_offsets == self.progress:
+            return
+        kafka_offsets.commit_group_offsets(self.settings, self.progress)
+        self.group_offsets = dict(self.progress)
+
+
+def _partial_columns(
+    order: tuple[str, ...],
+    truncate_policy: str,
+    data_columns: tuple[str, ...],
+    toasted: frozenset[str],
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The flags, groups and aggregates of :meth:`BatchWriter._partials`."""
+    from pyspark.sql import functions as F
+
+    from jobs import transforms
+
+    change = F.col("fresh") & ~F.col("kafka_tombstone")
+    dead_condition = F.col("problem").isNotNull()
+    if truncate_policy == "clear":  # the truncates it applies are no dead letters
+        dead_condition = dead_condition & ~_is_truncate()
+    flags = [
+        (change & F.col("problem").isNull()).alias("_valid"),
+        (change & dead_condition).alias("_dead"),
+        (change & _is_truncate()).alias("_truncate"),
+        (change & F.col("parse_problem").isNull()).alias("_discover"),
+    ]
+    valid, dead, truncate = F.col("_valid"), F.col("_dead"), F.col("_truncate")
+    discover = F.col("_discover")
+    toast = valid & (F.size("unavailable") > 0)
+
+    def total(condition: Any) -> Any:
+        return F.sum(condition.cast("int"))
+
+    stats = [
+        F.min("offset").alias("lo"),
+        F.max("offset").alias("hi"),
+        F.count(F.lit(1)).alias("n"),
+        total(F.col("fresh")).alias("fresh"),
+        total(F.col("fresh") & F.col("kafka_tombstone")).alias("tomb"),
+        total(dead).alias("dead"),
+        total(valid).alias("valid"),
+        total(valid & (F.col("cdc_op") == "d")).alias("deletes"),
+        total(truncate).alias("truncates"),
+        F.max(F.when(truncate, transforms.sequence(order=order))).alias("truncate_seq"),
+        total(toast).alias("toast"),
+        total(toast & (F.col("cdc_op") == "c")).alias("toast_creates"),
+        F.array_distinct(F.flatten(F.collect_set(F.when(toast, F.col("unavailable"))))).alias(
+            "unavailable"
+        ),
+        F.array_distinct(
+            F.flatten(
+                F.collect_set(F.when(discover & (F.size("new_columns") > 0), F.col("new_columns")))
+            )
+        ).alias("cols"),
+        F.collect_set(F.when(discover, F.col("schema_json"))).alias("schemas"),
+    ]
+    raw = [F.first(F.when(dead, F.col(c)), ignorenulls=True).alias(c) for c in _DEAD_RAW]
+    groups = [
+        "partition",
+        F.when(valid, F.col(SOURCE_KEY)).alias("_key"),
+        F.when(dead, F.col("offset")).alias("_dead_offset"),
+    ]
+    aggregates = [*transforms.newest_aggregates(data_columns, order, toasted), *stats, *raw]
+    return flags, groups, aggregates
+
+
+def _is_truncate() -> Any:
+    from pyspark.sql import functions as F
+
+    return (F.col("cdc_op") == "t") & F.col("problem").startswith("truncate event")
+
+
+def _before_stop(stop: dict[int, int]) -> Any:
+    from pyspark.sql import functions as F
+
+    condition = ~F.col("partition").isin(*stop.keys())
+    for partition, offset in stop.items():
+        condition = condition | ((F.col("partition") == partition) & (F.col("offset") < offset))
+    return condition
