@@ -66,9 +66,13 @@ def create_table(spark: SparkSession, settings: Settings, kind: str) -> str:
     namespace = settings.iceberg_table.split(".")[0]
     spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {settings.iceberg_catalog_name}.{namespace}")
     if kind == "product":  # in the settings' ICEBERG_WRITE_MODE
-        IcebergTables(spark, settings).ensure()
+        IcebergTables.declared(spark, settings).ensure()
     elif kind == "append":
-        spark.sql(create_live_sql(table, settings.iceberg_buckets, settings.iceberg_write_mode))
+        model = IcebergTables.declared(spark, settings).given
+        assert model is not None, "pipelines.yaml declares the workload's table"
+        spark.sql(
+            create_live_sql(table, model, settings.iceberg_buckets, settings.iceberg_write_mode)
+        )
     elif kind == "naive":
         spark.sql(f"CREATE TABLE {table} ({ARTICLE_COLUMNS}, ts_ms bigint) USING iceberg")
     elif kind == "pyiceberg":
@@ -424,13 +428,14 @@ def run_append(
     schema = spark.table(table).schema
     columns = [(f.name, f.dataType.simpleString()) for f in schema.fields if f.name not in RESERVED]
     names = [n for n, _ in columns]
+    key = ("article_id",)  # the workload's table (bench.workload)
 
     def append_batch(batch: DataFrame, batch_id: int) -> None:
-        parsed = transforms.parse_events(batch, settings.event_format)
+        parsed = transforms.parse_events(batch, settings.event_format, key)
         # materialized as the product's job does: under the parser's projections the
         # optimizer would inline them into the filter, a plan too large for the heap
         typed = transforms.type_columns(
-            parsed, columns, keep=("kafka_tombstone",)
+            parsed, columns, key, keep=("kafka_tombstone",)
         ).localCheckpoint()
         rows = typed.where(~F.col("kafka_tombstone") & F.col("problem").isNull()).select(
             *names, *SEQUENCE, "cdc_op", F.current_timestamp().alias("ingested_at")

@@ -61,9 +61,9 @@ def _best(step: Any, repeats: int) -> float:
 def profile(records: int, keys: int, repeats: int, work: Path) -> dict[str, Any]:
 
     from bench.contenders import run_product
+    from cdc_iceberg import pipelines
     from cdc_iceberg.generator import ArticleSource, produce
     from cdc_iceberg.kafka_offsets import ensure_topic, read_tasks
-    from cdc_iceberg.schema import SOURCE_COLUMNS
     from cdc_iceberg.settings import Settings
     from jobs import transforms
     from jobs.batch_writer import BatchWriter
@@ -115,8 +115,11 @@ def profile(records: int, keys: int, repeats: int, work: Path) -> dict[str, Any]
             # the job's own typing step, on the table's columns, nothing committed yet
             writer = BatchWriter.__new__(BatchWriter)
             writer.settings, writer.spark, writer.stop_offsets = settings, spark, {}
-            columns = list(SOURCE_COLUMNS)
-            parsed = transforms.parse_events(raw, settings.event_format)
+            model = pipelines.load(settings.pipelines_file).declared_model(settings.kafka_topic)
+            assert model is not None, "pipelines.yaml declares the workload's table"
+            writer.key = model.key
+            columns = model.column_types
+            parsed = transforms.parse_events(raw, settings.event_format, model.key)
             typed = writer._type(parsed, {}, columns, {})
             steps["parse"] = _best(lambda: force(parsed), repeats)
             steps["parse_and_type"] = _best(lambda: force(typed), repeats)

@@ -23,6 +23,8 @@ class TableStats:
     dead_letters: int
     new_dead_letters: int
     new_incompatible_schema: int = 0
+    # the table's key columns, for the messages
+    key: tuple[str, ...] = ("article_id",)
 
 
 @dataclass
@@ -50,10 +52,11 @@ def validate(
     if stats.duplicate_keys:
         sample = ", ".join(f"{k} x{n}" for k, n in list(stats.duplicate_keys.items())[:5])
         problems.append(
-            f"{len(stats.duplicate_keys)} article_id values occur more than once ({sample})"
+            f"{len(stats.duplicate_keys)} {_key_name(stats.key)} values occur more than once "
+            f"({sample})"
         )
     if stats.null_keys:
-        problems.append(f"{stats.null_keys} rows have a null article_id")
+        problems.append(f"{stats.null_keys} rows have a null {_key_name(stats.key)}")
     new_letters = stats.new_dead_letters
     if new_letters > max_new_dead_letters:
         problems.append(
@@ -107,3 +110,8 @@ def evaluate_lag(
     else:
         message = f"consumer lag within {max_lag_per_partition} per partition; total {total}"
     return LagReport(ok=not over, per_partition=per_partition, total=total, message=message)
+
+
+def _key_name(key: tuple[str, ...]) -> str:
+    """``article_id``, or ``(order_id, line_no)`` for a composite key."""
+    return key[0] if len(key) == 1 else f"({', '.join(key)})"

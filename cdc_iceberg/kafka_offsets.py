@@ -194,6 +194,12 @@ def admin(settings: Settings) -> Iterator[Any]:
         client.close()
 
 
+def topics(settings: Settings) -> set[str]:
+    """The names of the broker's topics (Kafka's internal ones left out)."""
+    with consumer(settings) as client:
+        return {t for t in client.topics() if not t.startswith("__")}
+
+
 def _partitions(client: Any, topic: str) -> list[Any]:
     from kafka import TopicPartition
 

@@ -1,8 +1,8 @@
-"""Columns of the Iceberg tables, shared by the job, validation and tests.
+"""The columns the pipeline adds to every table, and the names it keeps for itself.
 
-The live table carries the source columns of ``public.articles`` plus the
-sequence that orders changes of one key, ``(ts_ms, lsn, kafka_partition,
-kafka_offset)``, compared as a whole:
+A table's own columns and key come from its model (:mod:`cdc_iceberg.table_model`).
+The live table carries them plus the sequence that orders changes of one key,
+``(ts_ms, lsn, kafka_partition, kafka_offset)``, compared as a whole:
 
 * ``ts_ms`` is Debezium's ``source.ts_ms``: the commit time of the change in
   Postgres. The envelope's own ``ts_ms`` is the connector's processing time
@@ -17,21 +17,6 @@ kafka_offset)``, compared as a whole:
 """
 
 from __future__ import annotations
-
-SOURCE_KEY = "article_id"
-
-# (name, Spark SQL type) of public.articles after Debezium's type mapping.
-SOURCE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("article_id", "string"),
-    ("title", "string"),
-    ("url", "string"),
-    ("source", "string"),
-    ("author", "string"),
-    ("body", "string"),
-    ("published_at", "timestamp"),
-    ("updated_at", "timestamp"),
-    ("word_count", "int"),
-)
 
 SEQUENCE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ts_ms", "bigint"),
@@ -60,6 +45,26 @@ SEQUENCE_ORDERS: dict[str, tuple[str, ...]] = {
 # table property recording the order a table was built with
 SEQUENCE_PROPERTY = "cdc.sequence-order"
 RESERVED = {name for name, _ in METADATA_COLUMNS}
+# names the job's own columns have while a batch is typed and grouped (Kafka's record
+# columns among them): a source column may not take one
+INTERNAL = {
+    "key",
+    "value",
+    "topic",
+    "partition",
+    "offset",
+    "timestamp",
+    "headers",
+    "op",
+    "row",
+    "problem",
+    "unavailable",
+    "schema_json",
+    "new_columns",
+    "kafka_tombstone",
+    "parse_problem",
+    "fresh",
+}
 
 DLQ_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pipeline_id", "string"),
@@ -72,12 +77,6 @@ DLQ_COLUMNS: tuple[tuple[str, str], ...] = (
     ("reason", "string"),
     ("batch_id", "bigint"),
     ("dead_lettered_at", "timestamp"),
-)
-
-TOMBSTONE_COLUMNS: tuple[tuple[str, str], ...] = (
-    (SOURCE_KEY, "string"),
-    *SEQUENCE_COLUMNS,
-    ("deleted_at", "timestamp"),
 )
 
 # Snapshot summary keys written with every commit of the job.

@@ -59,6 +59,10 @@ class Settings:
     iceberg_write_mode: str = "copy-on-write"
 
     pipeline_id: str = ""
+    # the tables mirrored and their declared schemas (cdc_iceberg.pipelines)
+    pipelines_file: str = str(PROJECT_ROOT / "pipelines.yaml")
+    # tables one run drains at the same time (jobs.drain_tables)
+    parallel_tables: int = 4
     event_format: EventFormat = "envelope"
     truncate_policy: TruncatePolicy = "dead-letter"
     sequence_order: str = "ts_ms"
@@ -114,6 +118,8 @@ class Settings:
             )
         if self.max_offsets_per_trigger is not None and self.max_offsets_per_trigger <= 0:
             raise SettingsError("MAX_OFFSETS_PER_TRIGGER must be a positive number of records")
+        if self.parallel_tables < 1:
+            raise SettingsError("CDC_PARALLEL_TABLES must be at least 1")
         if self.kafka_min_partitions < 0:
             raise SettingsError("KAFKA_MIN_PARTITIONS must be 0 (automatic) or a number of tasks")
         scheme = urlparse(self.iceberg_catalog_uri).scheme
@@ -251,6 +257,8 @@ class Settings:
 
 _RENAMED = {
     "PIPELINE_ID": "CDC_PIPELINE_ID",
+    "PIPELINES_FILE": "CDC_PIPELINES_FILE",
+    "PARALLEL_TABLES": "CDC_PARALLEL_TABLES",
     "EVENT_FORMAT": "CDC_EVENT_FORMAT",
     "TRUNCATE_POLICY": "CDC_TRUNCATE_POLICY",
     "SEQUENCE_ORDER": "CDC_SEQUENCE",
@@ -261,6 +269,7 @@ _RENAMED = {
 
 _INT_FIELDS = {
     "kafka_min_partitions",
+    "parallel_tables",
     "tombstone_retention_hours",
     "spark_shuffle_partitions",
     "iceberg_buckets",

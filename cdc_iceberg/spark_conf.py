@@ -57,6 +57,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.requireAllClusterKeysForCoPartition": "false",
         "spark.sql.sources.v2.bucketing.partiallyClusteredDistribution.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
+        # tables drained at the same time share the executors (jobs.drain_tables)
+        "spark.scheduler.mode": "FAIR",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         # Spark keeps the plans and metrics of the last 1000 SQL executions even with the
@@ -84,6 +86,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # a laptop run stays on loopback
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
+    if settings.iceberg_catalog_uri.startswith("sqlite"):
+        # tables drained at the same time commit to one SQLite file: wait for its lock
+        conf[f"{catalog}.jdbc.busy_timeout"] = "30000"
     user, password = catalog_credentials(settings.iceberg_catalog_uri)
     if user:
         conf[f"{catalog}.jdbc.user"] = user

@@ -11,7 +11,7 @@ from typing import Any
 
 from cdc_iceberg.checks import TableStats
 from cdc_iceberg.schema import (
-    SOURCE_KEY,
+    RESERVED,
     SUMMARY_METRICS,
     SUMMARY_OFFSETS,
     SUMMARY_PIPELINE,
@@ -113,36 +113,62 @@ def dead_letters(settings: Settings, since_ms: int | None = None) -> list[dict[s
     return [r for r in rows if r["dead_lettered_at"].timestamp() * 1000 >= since_ms]
 
 
+def table_key(settings: Settings, table: Any | None = None) -> tuple[str, ...]:
+    """The key columns of the live table: its identifier fields, else the declared key."""
+    from cdc_iceberg import pipelines
+
+    table = table or catalog(settings).load_table(settings.iceberg_table)
+    schema = table.schema()
+    names = set(schema.identifier_field_names())
+    if names:
+        return tuple(f.name for f in schema.fields if f.name in names)
+    declared = pipelines.load(settings.pipelines_file).declared_model(settings.kafka_topic)
+    if declared is None:
+        raise ValueError(
+            f"{settings.iceberg_table} records no key and {settings.pipelines_file} declares none"
+        )
+    return declared.key
+
+
 def table_stats(settings: Settings, since_ms: int) -> TableStats:
     """Row count, duplicate and null keys, newest change time, dead letters (new since a time)."""
     import pyarrow.compute as pc
 
     table = catalog(settings).load_table(settings.iceberg_table)
-    arrow = table.scan(selected_fields=(SOURCE_KEY, "ts_ms")).to_arrow()
-    keys = arrow.column(SOURCE_KEY)
-    counts = pc.value_counts(keys.drop_null()) if len(keys) else None
+    key = table_key(settings, table)
+    arrow = table.scan(selected_fields=(*key, "ts_ms")).to_arrow()
+    complete = arrow.select(list(key)).drop_null()
     duplicates: dict[str, int] = {}
-    if counts is not None:
-        for item in counts.to_pylist():
-            if item["counts"] > 1:
-                duplicates[item["values"]] = item["counts"]
+    if complete.num_rows:
+        counts = complete.group_by(list(key)).aggregate([([], "count_all")])
+        for item in counts.filter(pc.greater(counts["count_all"], 1)).to_pylist():
+            parts = [str(item[k]) for k in key]
+            duplicates[parts[0] if len(parts) == 1 else f"({', '.join(parts)})"] = item["count_all"]
     newest = pc.max(arrow.column("ts_ms")).as_py() if arrow.num_rows else None
     letters = dead_letters(settings)
     new = [r for r in letters if r["dead_lettered_at"].timestamp() * 1000 >= since_ms]
     return TableStats(
         rows=arrow.num_rows,
         duplicate_keys=duplicates,
-        null_keys=keys.null_count,
+        null_keys=arrow.num_rows - complete.num_rows,
         newest_ts_ms=newest,
         dead_letters=len(letters),
         new_dead_letters=len(new),
         new_incompatible_schema=sum(
             1 for r in new if (r["reason"] or "").startswith("incompatible schema change")
         ),
+        key=key,
     )
 
 
-def sample_rows(settings: Settings, limit: int = 5) -> list[dict[str, Any]]:
+def sample_rows(
+    settings: Settings, limit: int = 5, columns: tuple[str, ...] | None = None
+) -> list[dict[str, Any]]:
+    """A few rows of the live table: ``columns`` (the key, a few more and the sequence)."""
     table = catalog(settings).load_table(settings.iceberg_table)
-    columns = ("article_id", "title", "source", "word_count", "updated_at", "ts_ms", "lsn")
+    if columns is None:
+        key = table_key(settings, table)
+        names = [f.name for f in table.schema().fields]
+        rest = [n for n in names if n not in key and n not in RESERVED][: max(0, 5 - len(key))]
+        columns = (*key, *rest, "ts_ms", "lsn")
     return table.scan(selected_fields=columns, limit=limit).to_arrow().to_pylist()

@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.schema import (
-    RESERVED,
     SEQUENCE_COLUMNS,
-    SOURCE_KEY,
     SUMMARY_BATCH,
     SUMMARY_METRICS,
     SUMMARY_OFFSETS,
@@ -31,6 +29,7 @@ from cdc_iceberg.schema import (
     SUMMARY_UNAVAILABLE,
 )
 from cdc_iceberg.settings import Settings
+from cdc_iceberg.table_model import default_codec
 from jobs.checkpoint import read_offset_log
 
 if TYPE_CHECKING:
@@ -138,6 +137,8 @@ class _Scan:
     tombstones: int
     columns_seen: list[str]
     declared: dict[str, str | None]
+    # how the declared columns' event texts decode (cdc_iceberg.debezium_types)
+    codecs: dict[str, str]
     dead: int
     valid: int
     deletes: int
@@ -195,6 +196,8 @@ class BatchWriter:
         # an aggregate of their own in the newest change per key (see _partials); kept
         # in each commit's summary, so a run starts with what the last one learned
         self.toasted: frozenset[str] = unavailable_in(summary)
+        # the table's key: what one row is, for the collapse, the MERGE and the tombstones
+        self.key: tuple[str, ...] = tables.model.key
 
     # Spark calls this for every micro-batch
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -244,7 +247,7 @@ class BatchWriter:
         self,
         parsed: DataFrame,
         committed: dict[int, int],
-        columns: list[tuple[str, str]],
+        columns: list[tuple[str, str, str]],
         incompatible: dict[str, str],
     ) -> DataFrame:
         """Every record of the batch projected on the table's columns, marked fresh or not."""
@@ -263,10 +266,10 @@ class BatchWriter:
                 )
             frame = frame.withColumn("problem", F.coalesce(F.col("problem"), reason))
         # columns the row carries beyond the table's: what schema evolution looks at
-        known = F.array(*[F.lit(name) for name, _ in columns])
+        known = F.array(*[F.lit(column[0]) for column in columns])
         frame = frame.withColumn("new_columns", F.array_except(F.map_keys("row"), known))
         keep = ("new_columns", "schema_json", "kafka_tombstone", "parse_problem", "fresh")
-        return transforms.type_columns(frame, columns, keep=keep)
+        return transforms.type_columns(frame, columns, self.key, keep=keep)
 
     def _before_stop(self, typed: DataFrame) -> DataFrame:
         """A bounded run (backfill) keeps the records before its stop offsets.
@@ -298,6 +301,7 @@ class BatchWriter:
             self.settings.truncate_policy,
             tuple(data_columns),
             self.toasted,
+            self.key,
         )
         # flags first, so the aggregates read columns instead of the parser's expressions
         partials = typed.select("*", *flags).groupBy(*groups).agg(*aggregates).persist()
@@ -310,14 +314,20 @@ class BatchWriter:
 
         from jobs import transforms
 
-        keyed = partials.where(F.col("_key").isNotNull()).withColumnRenamed("_key", SOURCE_KEY)
-        return transforms.combine_newest(keyed, data_columns, self.settings.sequence, self.toasted)
+        keyed = partials.where(F.col("_key").isNotNull())
+        if len(self.key) == 1:
+            keyed = keyed.withColumnRenamed("_key", self.key[0])
+        else:
+            keyed = keyed.select("*", *[F.col(f"_key.{k}").alias(k) for k in self.key])
+        return transforms.combine_newest(
+            keyed, data_columns, self.settings.sequence, self.toasted, key=self.key
+        )
 
     def _scan(self, partials: DataFrame) -> _Scan:
         """Add up the cached groups per Kafka partition (runs the batch's one pass)."""
         from pyspark.sql import functions as F
 
-        from jobs.iceberg_tables import merge_declared, row_fields_from_schema
+        from jobs.iceberg_tables import merge_declared, row_columns_from_schema
 
         sums = (
             "n",
@@ -344,8 +354,13 @@ class BatchWriter:
             .collect()
         )
         declared: dict[str, str | None] = {}
+        codecs: dict[str, str] = {}
         for schema_json in sorted({s for r in rows for s in r["schemas"]}):
-            declared = merge_declared(declared, row_fields_from_schema(schema_json))
+            fields = row_columns_from_schema(schema_json)
+            declared = merge_declared(
+                declared, {n: t.spark_type if t else None for n, t in fields.items()}
+            )
+            codecs.update({n: t.codec for n, t in fields.items() if t is not None})
         truncates = [tuple(r["truncate_seq"]) for r in rows if r["truncate_seq"] is not None]
         # Spark's ordering of the struct: a null field sorts first
         newest_truncate = max(truncates, key=_nulls_first, default=None)
@@ -361,6 +376,7 @@ class BatchWriter:
             tombstones=whole("tomb"),
             columns_seen=sorted({c for r in rows for c in r["cols"] or []}),
             declared=declared,
+            codecs=codecs,
             dead=whole("dead"),
             valid=whole("valid"),
             deletes=whole("deletes"),
@@ -379,13 +395,14 @@ class BatchWriter:
 
         settings = self.settings
         tables = self.tables
-        parsed = transforms.parse_events(batch, settings.event_format)
+        parsed = transforms.parse_events(batch, settings.event_format, self.key)
         committed = dict(self.progress)
-        table_columns = tables.columns()
-        columns = [(n, t) for n, t in table_columns.items() if n not in RESERVED]
+        model = tables.refresh_model()
+        table_columns = dict(model.column_types)
+        columns = [(c.name, c.spark_type, c.codec) for c in model.columns]
         # typed with the table's columns as they are: right unless the batch changes them
         typed = self._before_stop(self._type(parsed, committed, columns, {}))
-        partials = self._partials(typed, [n for n, _ in columns], cached)
+        partials = self._partials(typed, [c[0] for c in columns], cached)
         scan = self._scan(partials)
         STEPS.mark("scan")
         end = self._end_offsets(batch_id, scan.seen_end)
@@ -407,7 +424,7 @@ class BatchWriter:
         # schema evolution, decided on the driver from the columns the batch carries
         add, widen, incompatible = plan_evolution(table_columns, scan.columns_seen, scan.declared)
         if (add or widen) and not self.dry_run:
-            tables.apply_evolution(add, widen)
+            tables.apply_evolution(add, widen, scan.codecs)
         metrics.schema_changes = [f"add {n} {t}" for n, t in add] + [
             f"widen {n} to {t}" for n, t in widen
         ]
@@ -415,10 +432,16 @@ class BatchWriter:
         if retype:
             if self.dry_run:  # the table is left as it is: type as if it had changed
                 widened = dict(widen)
-                columns = [(n, widened.get(n, t)) for n, t in columns]
-                columns += [c for c in add if c[0] not in dict(columns)]
+                columns = [
+                    (n, widened[n], default_codec(widened[n])) if n in widened else (n, t, c)
+                    for n, t, c in columns
+                ]
+                known = {c[0] for c in columns}
+                columns += [
+                    (n, t, scan.codecs.get(n, default_codec(t))) for n, t in add if n not in known
+                ]
             else:
-                columns = tables.data_columns()
+                columns = [(c.name, c.spark_type, c.codec) for c in tables.model.columns]
             typed = self._before_stop(self._type(parsed, committed, columns, incompatible))
         while retype or not scan.unavailable <= self.toasted:
             if not scan.unavailable <= self.toasted:
@@ -429,7 +452,7 @@ class BatchWriter:
                 self.toasted |= scan.unavailable
             partials.unpersist()  # nothing is built on it yet
             cached.remove(partials)
-            partials = self._partials(typed, [n for n, _ in columns], cached)
+            partials = self._partials(typed, [c[0] for c in columns], cached)
             scan = self._scan(partials)
             retype = False
             STEPS.mark("rescan")
@@ -442,7 +465,7 @@ class BatchWriter:
             metrics,
             start,
             end,
-            [n for n, _ in columns],
+            [c[0] for c in columns],
             cached,
         )
 
@@ -487,19 +510,21 @@ class BatchWriter:
             )
             if truncate_seq is not None:
                 # the keys the truncate empties include those the batch wrote before it
-                valid.select(SOURCE_KEY).createOrReplaceTempView("cdc_batch_keys")
+                valid.select(*self.key).createOrReplaceTempView("cdc_batch_keys")
                 after = F.expr(f"struct({', '.join(_sequence_sql(truncate_seq, order))})")
                 valid = valid.where(transforms.sequence(order=order) > after)
             if key_change_toast:
                 # a key change whose create lacks TOASTed values: take them from the old key
+                key_types = [(c.name, c.spark_type) for c in tables.model.key_columns]
                 valid = transforms.fill_from_old_key(
                     valid,
-                    transforms.old_keys(batch),
+                    transforms.old_keys(batch, key_types),
                     self.spark.sql(f"SELECT * FROM {tables.live}"),
                     data_columns,
                     order,
+                    key=self.key,
                 ).localCheckpoint()  # materialized: the MERGE must not re-read its own table
-            collapsed = transforms.collapse_newest(valid, data_columns, order)
+            collapsed = transforms.collapse_newest(valid, data_columns, order, key=self.key)
         else:
             collapsed = self._newest(partials, data_columns)
         key_count = 0
@@ -552,14 +577,21 @@ class BatchWriter:
             if scan.deletes:
                 # deletes are remembered first: a crash before the live MERGE replays both
                 tables.run_retrying(
-                    append_tombstones_sql(tables.tombstones, "cdc_collapsed", order)
+                    append_tombstones_sql(tables.tombstones, "cdc_collapsed", order, key=self.key)
                 )
                 STEPS.mark("append-tombstones")
             if key_count:
                 remembered = tables.tombstones if tables.record_count(tables.tombstones) else None
-                source = live_source_sql("cdc_collapsed", remembered, order)
+                source = live_source_sql("cdc_collapsed", remembered, order, key=self.key)
                 tables.run_retrying(
-                    merge_live_sql(tables.live, source, data_columns, order, toast=bool(scan.toast))
+                    merge_live_sql(
+                        tables.live,
+                        source,
+                        data_columns,
+                        order,
+                        toast=bool(scan.toast),
+                        key=self.key,
+                    )
                 )
                 STEPS.mark("merge-live")
             after_snapshot = tables.current_snapshot_id()
@@ -600,11 +632,14 @@ class BatchWriter:
         tables = self.tables
         order = self.settings.sequence
         literals = _sequence_sql(truncate_seq, order)
+        keys = ", ".join(f"`{k}`" for k in self.key)
         self.spark.sql(
-            f"SELECT {SOURCE_KEY}, {', '.join(literals)}, 'd' AS cdc_op FROM (SELECT "
-            f"{SOURCE_KEY} FROM {tables.live} UNION SELECT {SOURCE_KEY} FROM cdc_batch_keys)"
+            f"SELECT {keys}, {', '.join(literals)}, 'd' AS cdc_op FROM (SELECT "
+            f"{keys} FROM {tables.live} UNION SELECT {keys} FROM cdc_batch_keys)"
         ).createOrReplaceTempView("cdc_truncated")
-        tables.run_retrying(append_tombstones_sql(tables.tombstones, "cdc_truncated", order))
+        tables.run_retrying(
+            append_tombstones_sql(tables.tombstones, "cdc_truncated", order, key=self.key)
+        )
         tables.run_retrying(
             f"DELETE FROM {tables.live} WHERE struct({', '.join(order)}) "
             f"< struct({', '.join(literals)})"
@@ -622,6 +657,7 @@ def _partial_columns(
     truncate_policy: str,
     data_columns: tuple[str, ...],
     toasted: frozenset[str],
+    key: tuple[str, ...],
 ) -> tuple[list[Any], list[Any], list[Any]]:
     """The flags, groups and aggregates of :meth:`BatchWriter._partials`."""
     from pyspark.sql import functions as F
@@ -671,10 +707,14 @@ def _partial_columns(
     raw = [F.first(F.when(dead, F.col(c)), ignorenulls=True).alias(c) for c in _DEAD_RAW]
     groups = [
         "partition",
-        F.when(valid, F.col(SOURCE_KEY)).alias("_key"),
+        F.when(valid, F.col(key[0]) if len(key) == 1 else F.struct(*key)).alias("_key"),
         F.when(dead, F.col("offset")).alias("_dead_offset"),
     ]
-    aggregates = [*transforms.newest_aggregates(data_columns, order, toasted), *stats, *raw]
+    aggregates = [
+        *transforms.newest_aggregates(data_columns, order, toasted, key=key),
+        *stats,
+        *raw,
+    ]
     return flags, groups, aggregates
 
 

@@ -25,8 +25,10 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cdc_iceberg import kafka_offsets
+from cdc_iceberg import kafka_offsets, pipelines
+from cdc_iceberg.schema_discovery import SchemaUnknownError, model_from_topic
 from cdc_iceberg.settings import Settings
+from cdc_iceberg.table_model import TableModelError, source_table
 from jobs.batch_writer import BatchMetrics, BatchWriter
 from jobs.checkpoint import (
     CheckpointInUseError,
@@ -129,17 +131,38 @@ def drain(
     stop_offsets: dict[int, int] | None = None,
     dry_run: bool = False,
 ) -> DrainResult:
-    """One availableNow drain of ``settings.kafka_topic`` into the table."""
+    """One availableNow drain of ``settings.kafka_topic`` into the table.
+
+    The table's model is the live table's once it exists; before, the declared
+    schema of ``pipelines.yaml``, else the schema blocks of the first events
+    (a topic with nothing in it yet creates no table).
+    """
     from jobs.iceberg_tables import IcebergTables
 
-    tables = IcebergTables(spark, settings)
+    declared = pipelines.load(settings.pipelines_file).declared_model(settings.kafka_topic)
+    tables = IcebergTables(spark, settings, declared)
     checkpoint = settings.checkpoint_location
     with CheckpointLock(checkpoint) if is_local(checkpoint) else _nullcontext():
-        tables.ensure()
-        table_offsets = tables.committed_offsets()
         with kafka_offsets.consumer(settings) as client:
             parts = kafka_offsets._partitions(client, settings.kafka_topic)
         partitions = [tp.partition for tp in parts]
+        if declared is None and not tables.exists(tables.live):
+            first = resolve_starting_offsets(settings, {}, partitions, starting_offsets)
+            start = _numeric_offsets(
+                settings, kafka_offsets.from_spark_json(first, settings.kafka_topic)
+            )
+            discovered = model_from_topic(settings, start, source_table(settings.kafka_topic))
+            if discovered is None:
+                log.info(
+                    "%s holds no events yet and no schema is declared for it: %s is "
+                    "created with the first events",
+                    settings.kafka_topic,
+                    settings.iceberg_table,
+                )
+                return DrainResult([], {})
+            tables.given = discovered
+        tables.ensure()
+        table_offsets = tables.committed_offsets()
         if is_local(checkpoint):
             # a checkpoint Spark could not restart from is set aside (renamed, never
             # deleted): the drain then resumes from the table's offsets, as for a lost one
@@ -193,7 +216,7 @@ def drain(
             .writeStream.foreachBatch(writer)
             .option("checkpointLocation", checkpoint)
             .trigger(availableNow=True)
-            .queryName(f"cdc_to_iceberg_{settings.pipeline_id}")
+            .queryName(f"cdc_to_iceberg_{settings.pipeline_id}_{settings.iceberg_table}")
             .start()
         )
         try:
@@ -236,11 +259,27 @@ class _nullcontext:
         return None
 
 
+_KNOWN_FAILURES: tuple[type[Exception], ...] = (
+    RetentionGapError,
+    CheckpointInUseError,
+    kafka_offsets.TopicMissingError,
+    kafka_offsets.KafkaAccessError,
+    SchemaUnknownError,
+    TableModelError,
+    pipelines.PipelinesError,
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="read and report, write nothing")
     parser.add_argument("--starting-offsets", help="override STARTING_OFFSETS for new partitions")
     parser.add_argument("--stop-offsets", help='stop at these offsets: {"0": 120, "1": 80}')
+    parser.add_argument(
+        "--tables",
+        help="drain the tables of CDC_PIPELINES_FILE: 'all', or source tables "
+        "(schema.table) separated by commas; without it, KAFKA_TOPIC into ICEBERG_TABLE",
+    )
     args = parser.parse_args(argv)
     from jobs.iceberg_tables import SequenceOrderMismatch
 
@@ -248,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = Settings.from_env()
+    known = (*_KNOWN_FAILURES, SequenceOrderMismatch)
+    if args.tables:
+        if args.stop_offsets or args.starting_offsets:
+            parser.error("--stop-offsets and --starting-offsets are for one table, not --tables")
+        return _main_tables(settings, args.tables, args.dry_run, known)
     stop = (
         {int(p): int(o) for p, o in json.loads(args.stop_offsets).items()}
         if args.stop_offsets
@@ -262,13 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_offsets=stop,
             dry_run=args.dry_run,
         )
-    except (
-        RetentionGapError,
-        CheckpointInUseError,
-        kafka_offsets.TopicMissingError,
-        kafka_offsets.KafkaAccessError,
-        SequenceOrderMismatch,
-    ) as error:
+    except known as error:
         print(json.dumps({"event": "cdc_drain_failed", "error": str(error)}), flush=True)
         log.error("%s", error)
         return 2
@@ -276,6 +314,38 @@ def main(argv: list[str] | None = None) -> int:
         spark.stop()
     print(json.dumps(result.totals(), sort_keys=True), flush=True)
     return 0
+
+
+def _main_tables(
+    settings: Settings, which: str, dry_run: bool, known: tuple[type[Exception], ...]
+) -> int:
+    """Drain the configured tables in one Spark application (jobs.drain_tables)."""
+    from jobs.drain_tables import configured_tables, drain_tables
+
+    names = [] if which.strip() == "all" else [n.strip() for n in which.split(",") if n.strip()]
+    try:
+        config = pipelines.load(settings.pipelines_file)
+        tables = configured_tables(settings, config, names)
+    except known as error:
+        print(json.dumps({"event": "cdc_drain_failed", "error": str(error)}), flush=True)
+        log.error("%s", error)
+        return 2
+    spark = build_session(settings)
+    try:
+        outcomes = drain_tables(spark, settings, tables, dry_run=dry_run)
+    finally:
+        spark.stop()
+    for outcome in outcomes:
+        print(json.dumps(outcome.summary(), sort_keys=True), flush=True)
+    failed = [o.table.source for o in outcomes if o.error is not None]
+    print(
+        json.dumps(
+            {"event": "cdc_drain_tables", "tables": len(outcomes), "failed": failed},
+            sort_keys=True,
+        ),
+        flush=True,
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

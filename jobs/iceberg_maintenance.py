@@ -22,7 +22,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from cdc_iceberg.schema import SOURCE_KEY, SUMMARY_PIPELINE
+from cdc_iceberg.schema import SUMMARY_PIPELINE
 from cdc_iceberg.settings import Settings
 
 if TYPE_CHECKING:
@@ -45,9 +45,10 @@ def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours
     all but the newest of a key's tombstones (the drain appends them)."""
     from pyspark.sql import functions as F
 
-    from jobs.iceberg_tables import seq_newer
+    from jobs.iceberg_tables import key_match, seq_newer
 
     order = tables.settings.sequence
+    key = tables.model.key
     spark.sql(
         f"DELETE FROM {tables.tombstones} "
         f"WHERE deleted_at < TIMESTAMP '{_timestamp(retention_hours)}'"
@@ -56,16 +57,16 @@ def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours
     # a copy-on-write MERGE cannot plan a source that reads its own target
     spark.sql(
         f"MERGE INTO {tables.tombstones} t USING {tables.live} l "
-        f"ON t.{SOURCE_KEY} = l.{SOURCE_KEY} AND {seq_newer('l', 't', order)} "
+        f"ON {key_match('t', 'l', key)} AND {seq_newer('l', 't', order)} "
         f"WHEN MATCHED THEN DELETE"
     )
     # the newest tombstone per key, materialized for the same reason
     newest = (
         spark.table(tables.tombstones)
-        .groupBy(SOURCE_KEY)
+        .groupBy(*key)
         .agg(F.max(F.struct(*order)).alias("n"), F.count(F.lit(1)).alias("copies"))
         .where(F.col("copies") > 1)
-        .select(SOURCE_KEY, *[F.col(f"n.{c}").alias(c) for c in order])
+        .select(*key, *[F.col(f"n.{c}").alias(c) for c in order])
         .localCheckpoint()
     )
     if newest.isEmpty():
@@ -73,7 +74,7 @@ def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours
     newest.createOrReplaceTempView("cdc_newest_tombstones")
     spark.sql(
         f"MERGE INTO {tables.tombstones} t USING cdc_newest_tombstones n "
-        f"ON t.{SOURCE_KEY} = n.{SOURCE_KEY} AND {seq_newer('n', 't', order)} "
+        f"ON {key_match('t', 'n', key)} AND {seq_newer('n', 't', order)} "
         f"WHEN MATCHED THEN DELETE"
     )
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     spark = build_session(settings, app_name="iceberg_maintenance")
     try:
-        tables = IcebergTables(spark, settings)
+        tables = IcebergTables.declared(spark, settings)
         tables.ensure()
         prune_tombstones(spark, tables, settings.tombstone_retention_hours)
         reports = []

@@ -13,22 +13,29 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cdc_iceberg.debezium_types import ColumnType, UnsupportedType, column_type
 from cdc_iceberg.schema import (
     DLQ_COLUMNS,
     METADATA_COLUMNS,
     RESERVED,
     SAFE_WIDENING,
     SEQUENCE,
+    SEQUENCE_COLUMNS,
     SEQUENCE_PROPERTY,
-    SOURCE_COLUMNS,
-    SOURCE_KEY,
     SUMMARY_OFFSETS,
     SUMMARY_PIPELINE,
     SUMMARY_TOPIC,
     SUMMARY_UNAVAILABLE,
-    TOMBSTONE_COLUMNS,
 )
 from cdc_iceberg.settings import Settings, check_identifier
+from cdc_iceberg.table_model import (
+    CODECS_PROPERTY,
+    TableModel,
+    TableModelError,
+    default_codec,
+    parse_codecs,
+    row_schema_of,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -81,30 +88,57 @@ def seq_newer(left: str, right: str, order: Sequence[str] = SEQUENCE) -> str:
     return f"struct({lhs}) > struct({rhs})"
 
 
-def _columns_sql(columns: Sequence[tuple[str, str]]) -> str:
-    return ", ".join(f"`{check_identifier(n, 'column')}` {t}" for n, t in columns)
+def key_match(left: str, right: str, key: Sequence[str]) -> str:
+    """SQL: ``left`` and ``right`` have the same key tuple."""
+    return " AND ".join(f"{left}.`{k}` = {right}.`{k}`" for k in key)
+
+
+def _columns_sql(columns: Sequence[tuple[str, str]], required: Sequence[str] = ()) -> str:
+    return ", ".join(
+        f"`{check_identifier(n, 'column')}` {t}{' NOT NULL' if n in required else ''}"
+        for n, t in columns
+    )
+
+
+def tombstone_columns(model: TableModel) -> list[tuple[str, str]]:
+    """A remembered delete: the key, its sequence and when it was remembered."""
+    return [
+        *[(c.name, c.spark_type) for c in model.key_columns],
+        *SEQUENCE_COLUMNS,
+        ("deleted_at", "timestamp"),
+    ]
 
 
 def _properties_sql(properties: Mapping[str, str]) -> str:
-    return ", ".join(f"'{k}'='{v}'" for k, v in properties.items())
+    return ", ".join(f"'{k}'='{_sql_text(v)}'" for k, v in properties.items())
 
 
-def create_live_sql(table: str, buckets: int, write_mode: str = Settings.iceberg_write_mode) -> str:
-    props = _properties_sql(table_properties(write_mode))
-    columns = _columns_sql((*SOURCE_COLUMNS, *METADATA_COLUMNS))
+def _sql_text(value: str) -> str:
+    """``value`` inside a single-quoted SQL string literal."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def create_live_sql(
+    table: str, model: TableModel, buckets: int, write_mode: str = Settings.iceberg_write_mode
+) -> str:
+    """The live table: the source's columns (key columns required), then the pipeline's."""
+    props = {**table_properties(write_mode), CODECS_PROPERTY: model.codecs_json()}
+    columns = _columns_sql((*model.column_types, *METADATA_COLUMNS), required=model.key)
     return (
         f"CREATE TABLE IF NOT EXISTS {table} ({columns}) USING iceberg "
-        f"PARTITIONED BY (bucket({int(buckets)}, {SOURCE_KEY})) TBLPROPERTIES ({props})"
+        f"PARTITIONED BY (bucket({int(buckets)}, `{model.bucket_column}`)) "
+        f"TBLPROPERTIES ({_properties_sql(props)})"
     )
 
 
 def create_tombstones_sql(
-    table: str, buckets: int, write_mode: str = Settings.iceberg_write_mode
+    table: str, model: TableModel, buckets: int, write_mode: str = Settings.iceberg_write_mode
 ) -> str:
     props = _properties_sql(table_properties(write_mode))
     return (
-        f"CREATE TABLE IF NOT EXISTS {table} ({_columns_sql(TOMBSTONE_COLUMNS)}) USING iceberg "
-        f"PARTITIONED BY (bucket({int(buckets)}, {SOURCE_KEY})) TBLPROPERTIES ({props})"
+        f"CREATE TABLE IF NOT EXISTS {table} ({_columns_sql(tombstone_columns(model))}) "
+        f"USING iceberg PARTITIONED BY (bucket({int(buckets)}, `{model.bucket_column}`)) "
+        f"TBLPROPERTIES ({props})"
     )
 
 
@@ -115,7 +149,9 @@ def create_dlq_sql(table: str) -> str:
     )
 
 
-def live_source_sql(source: str, tombstones: str | None, order: Sequence[str] = SEQUENCE) -> str:
+def live_source_sql(
+    source: str, tombstones: str | None, order: Sequence[str] = SEQUENCE, *, key: Sequence[str]
+) -> str:
     """The changes a MERGE may apply: those no remembered delete of the same key outdates.
 
     A delete always passes: the MERGE's own sequence guard decides it.
@@ -126,7 +162,7 @@ def live_source_sql(source: str, tombstones: str | None, order: Sequence[str] = 
         return source
     return (
         f"(SELECT s.* FROM {source} s LEFT ANTI JOIN {tombstones} x "
-        f"ON s.{SOURCE_KEY} = x.{SOURCE_KEY} AND s.cdc_op <> 'd' "
+        f"ON {key_match('s', 'x', key)} AND s.cdc_op <> 'd' "
         f"AND NOT ({seq_newer('s', 'x', order)}))"
     )
 
@@ -137,13 +173,15 @@ def merge_live_sql(
     data_columns: Sequence[str],
     order: Sequence[str] = SEQUENCE,
     toast: bool = True,
+    *,
+    key: Sequence[str],
 ) -> str:
     """Apply the collapsed changes: newer wins, deletes delete, TOAST keeps stored values.
 
     ``toast=False`` when no change of the batch has an unavailable column: the
     update then reads nothing but the key and the sequence of the target rows.
     """
-    non_key = [c for c in data_columns if c != SOURCE_KEY]
+    non_key = [c for c in data_columns if c not in key]
     if toast:
         updates = [
             f"`{c}` = CASE WHEN array_contains(s.unavailable, '{c}') THEN t.`{c}` ELSE s.`{c}` END"
@@ -158,7 +196,7 @@ def merge_live_sql(
     insert_vals.append("current_timestamp()")
     newer = seq_newer("s", "t", order)
     return (
-        f"MERGE INTO {table} t USING {source} s ON t.{SOURCE_KEY} = s.{SOURCE_KEY} "
+        f"MERGE INTO {table} t USING {source} s ON {key_match('t', 's', key)} "
         f"WHEN MATCHED AND s.cdc_op = 'd' AND {newer} THEN DELETE "
         f"WHEN MATCHED AND s.cdc_op <> 'd' AND {newer} THEN UPDATE SET {', '.join(updates)} "
         f"WHEN NOT MATCHED AND s.cdc_op <> 'd' THEN INSERT "
@@ -166,7 +204,9 @@ def merge_live_sql(
     )
 
 
-def append_tombstones_sql(table: str, source: str, order: Sequence[str] = SEQUENCE) -> str:
+def append_tombstones_sql(
+    table: str, source: str, order: Sequence[str] = SEQUENCE, *, key: Sequence[str]
+) -> str:
     """Remember the deletes of ``source`` (collapsed changes) with their sequence.
 
     An append, not a MERGE, so a batch writes only its new deletes instead of
@@ -177,11 +217,11 @@ def append_tombstones_sql(table: str, source: str, order: Sequence[str] = SEQUEN
     delete already remembered, or outdated by a remembered one, is not
     appended again: a replayed batch adds nothing.
     """
-    cols = ", ".join((SOURCE_KEY, *SEQUENCE, "deleted_at"))
-    values = ", ".join(f"s.{c}" for c in (SOURCE_KEY, *SEQUENCE))
+    cols = ", ".join((*[f"`{k}`" for k in key], *SEQUENCE, "deleted_at"))
+    values = ", ".join((*[f"s.`{k}`" for k in key], *[f"s.{c}" for c in SEQUENCE]))
     return (
         f"INSERT INTO {table} ({cols}) SELECT {values}, current_timestamp() "
-        f"FROM {source} s LEFT ANTI JOIN {table} x ON x.{SOURCE_KEY} = s.{SOURCE_KEY} "
+        f"FROM {source} s LEFT ANTI JOIN {table} x ON {key_match('x', 's', key)} "
         f"AND NOT ({seq_newer('s', 'x', order)}) WHERE s.cdc_op = 'd'"
     )
 
@@ -195,49 +235,36 @@ def merge_dlq_sql(table: str, source: str) -> str:
     )
 
 
-def spark_type_of_debezium(field: Mapping[str, Any]) -> str | None:
-    """Spark SQL type for a Debezium (Kafka Connect) schema field, None if unknown."""
-    logical = field.get("name") or ""
-    kind = field.get("type")
-    if logical in ("io.debezium.time.ZonedTimestamp",):
-        return "timestamp"
-    if logical in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date"):
-        return None  # epoch days: not mapped, kept out of automatic evolution
-    return {
-        "int8": "int",
-        "int16": "int",
-        "int32": "int",
-        "int64": "bigint",
-        "float32": "float",
-        "float64": "double",
-        # Kafka's JsonConverter names the Connect float types "float" and "double"
-        "float": "float",
-        "double": "double",
-        "boolean": "boolean",
-        "string": "string",
-    }.get(str(kind))
+def row_columns_from_schema(schema_json: str) -> dict[str, ColumnType | None]:
+    """Columns and types of the row in an envelope's schema block (or a flattened one's).
 
-
-def row_fields_from_schema(schema_json: str) -> dict[str, str | None]:
-    """Columns and Spark types of the ``after`` row in an envelope schema block."""
+    A field whose type cannot be held without loss maps to None: it is kept
+    out of automatic evolution, like a column the events carry undeclared.
+    """
     try:
         schema = json.loads(schema_json)
     except (TypeError, ValueError):
         return {}
-    parts = schema.get("fields") if isinstance(schema, dict) else None
-    if not isinstance(parts, list):
+    if not isinstance(schema, dict):
         return {}
-    for part in parts:
-        if not isinstance(part, dict) or part.get("field") not in ("before", "after"):
+    row = row_schema_of(schema)
+    fields = row.get("fields") if row is not None else None
+    if not isinstance(fields, list):
+        return {}
+    out: dict[str, ColumnType | None] = {}
+    for field in fields:
+        if not isinstance(field, dict) or not isinstance(field.get("field"), str):
             continue
-        fields = part.get("fields")
-        if isinstance(fields, list) and fields:
-            return {
-                f["field"]: spark_type_of_debezium(f)
-                for f in fields
-                if isinstance(f, dict) and isinstance(f.get("field"), str)
-            }
-    return {}
+        try:
+            out[field["field"]] = column_type(field)
+        except UnsupportedType:
+            out[field["field"]] = None
+    return out
+
+
+def row_fields_from_schema(schema_json: str) -> dict[str, str | None]:
+    """Columns and Spark types of the row in an envelope schema block."""
+    return {n: t.spark_type if t else None for n, t in row_columns_from_schema(schema_json).items()}
 
 
 def merge_declared(
@@ -314,11 +341,22 @@ def unavailable_in(summary: Mapping[str, str] | None) -> frozenset[str]:
 
 
 class IcebergTables:
-    """The three tables of one pipeline, through Spark SQL."""
+    """The three tables of one pipeline, through Spark SQL.
 
-    def __init__(self, spark: SparkSession, settings: Settings) -> None:
+    ``model`` is what the pipeline knows of the source table before it looks
+    at the live table (declared, or read from the events' schema blocks); once
+    the table exists, :meth:`table_model` is the model: the table records its
+    key (identifier fields), columns and codecs.
+    """
+
+    def __init__(
+        self, spark: SparkSession, settings: Settings, model: TableModel | None = None
+    ) -> None:
         self.spark = spark
         self.settings = settings
+        # what the pipeline knows of the table before it exists: how to create it
+        self.given = model
+        self._model: TableModel | None = None
         self.buckets = settings.iceberg_buckets
         self.live = settings.qualified(settings.iceberg_table)
         self.tombstones = settings.qualified(settings.tombstone_table)
@@ -333,8 +371,17 @@ class IcebergTables:
                 f"CREATE NAMESPACE IF NOT EXISTS {self.settings.iceberg_catalog_name}.{namespace}"
             )
         mode = self.settings.iceberg_write_mode
-        self.spark.sql(create_live_sql(self.live, self.buckets, mode))
-        self.spark.sql(create_tombstones_sql(self.tombstones, self.buckets, mode))
+        if not self.exists(self.live):
+            if self.given is None:
+                raise TableModelError(
+                    f"{self.live} does not exist and nothing says what it looks like: "
+                    f"declare its schema in {self.settings.pipelines_file}"
+                )
+            self.spark.sql(create_live_sql(self.live, self.given, self.buckets, mode))
+            keys = ", ".join(f"`{k}`" for k in self.given.key)
+            self.spark.sql(f"ALTER TABLE {self.live} SET IDENTIFIER FIELDS {keys}")
+        self._model = self.table_model()
+        self.spark.sql(create_tombstones_sql(self.tombstones, self.model, self.buckets, mode))
         self.spark.sql(create_dlq_sql(self.dlq))
         self._check_sequence_order()
         for table in (self.live, self.tombstones):
@@ -363,6 +410,66 @@ class IcebergTables:
                 "set CDC_SEQUENCE back, or rebuild the table (cdc_reset, scope 'full-rebuild')"
             )
 
+    @classmethod
+    def declared(cls, spark: SparkSession, settings: Settings) -> IcebergTables:
+        """The tables of a pipeline with the schema ``pipelines.yaml`` declares for its topic."""
+        from cdc_iceberg import pipelines
+
+        config = pipelines.load(settings.pipelines_file)
+        return cls(spark, settings, config.declared_model(settings.kafka_topic))
+
+    @property
+    def model(self) -> TableModel:
+        """The live table's model (read from the table once it exists)."""
+        if self._model is None:
+            self._model = self.table_model()
+        return self._model
+
+    def exists(self, table: str) -> bool:
+        """Whether the catalog has ``table`` (asked of Iceberg: the JDBC catalog keeps no views,
+        which Spark's own ``tableExists`` would look for too)."""
+        try:
+            self.java_table(table)
+        except Exception as error:
+            if any(
+                s in str(error)
+                for s in ("NoSuchTable", "NoSuchNamespace", "TABLE_OR_VIEW_NOT_FOUND")
+            ):
+                return False
+            raise
+        return True
+
+    def table_model(self) -> TableModel:
+        """The model the live table records: columns, identifier fields, codecs.
+
+        A table made before it recorded its key (no identifier fields) keeps the
+        key of the model the pipeline was given.
+        """
+        table = self.java_table()
+        columns = self.data_columns()
+        order = [n for n, _ in columns]
+        key = [str(n) for n in table.schema().identifierFieldNames()]
+        given_key = list(self.given.key) if self.given else []
+        if not key or set(key) == set(given_key):
+            key = given_key  # the given order: the first is the bucket column
+        else:
+            key.sort(key=order.index)
+        if not key:
+            raise TableModelError(
+                f"{self.live} records no key (identifier fields) and none is declared: "
+                f"declare the table's schema in {self.settings.pipelines_file}"
+            )
+        recorded = parse_codecs(table.properties().get(CODECS_PROPERTY))
+        given = {c.name: c for c in self.given.columns} if self.given else {}
+        codecs = {}
+        for name, spark_type in columns:
+            if name in recorded:
+                codecs[name] = recorded[name]
+            elif name in given and given[name].spark_type == spark_type:
+                codecs[name] = given[name].codec
+        source = self.given.source if self.given else ""
+        return TableModel.from_table(columns, key, codecs, source)
+
     def columns(self, table: str | None = None) -> dict[str, str]:
         """Column name -> Spark SQL type name of a table, in order."""
         schema = self.spark.table(table or self.live).schema
@@ -371,13 +478,37 @@ class IcebergTables:
     def data_columns(self) -> list[tuple[str, str]]:
         return [(n, t) for n, t in self.columns().items() if n not in RESERVED]
 
-    def apply_evolution(self, add: list[tuple[str, str]], widen: list[tuple[str, str]]) -> None:
+    def apply_evolution(
+        self,
+        add: list[tuple[str, str]],
+        widen: list[tuple[str, str]],
+        codecs: Mapping[str, str] | None = None,
+    ) -> None:
+        """Add and widen columns; record the codecs of added columns their types do not imply."""
         for name, spark_type in add:
             log.warning("schema evolution: adding column %s %s to %s", name, spark_type, self.live)
             self.spark.sql(f"ALTER TABLE {self.live} ADD COLUMN `{name}` {spark_type}")
         for name, spark_type in widen:
             log.warning("schema evolution: widening %s to %s in %s", name, spark_type, self.live)
             self.spark.sql(f"ALTER TABLE {self.live} ALTER COLUMN `{name}` TYPE {spark_type}")
+        recorded = parse_codecs(self.java_table().properties().get(CODECS_PROPERTY))
+        for name, spark_type in add:
+            codec = (codecs or {}).get(name, default_codec(spark_type))
+            if codec != default_codec(spark_type):
+                recorded[name] = codec
+        for name, _ in widen:
+            recorded.pop(name, None)  # a widened column takes its new type's codec
+        text = json.dumps(recorded, sort_keys=True)
+        self.spark.sql(
+            f"ALTER TABLE {self.live} SET TBLPROPERTIES "
+            f"({_properties_sql({CODECS_PROPERTY: text})})"
+        )
+        self.refresh_model()
+
+    def refresh_model(self) -> TableModel:
+        """Read the live table's model again (after evolution, or at the start of a batch)."""
+        self._model = self.table_model()
+        return self._model
 
     def java_table(self, table: str | None = None) -> Any:
         """The Iceberg ``Table`` behind a Spark table name, refreshed (cheap metadata access)."""

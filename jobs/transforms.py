@@ -15,85 +15,26 @@ from typing import Any, TypeVar
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, MapType, StringType, StructField, StructType
 
-from cdc_iceberg.generator import TOAST_PLACEHOLDER
-from cdc_iceberg.schema import SEQUENCE, SOURCE_KEY
+from cdc_iceberg.debezium_types import TOAST_PLACEHOLDER, ColumnType, placeholder_texts
+from cdc_iceberg.schema import SEQUENCE
+from cdc_iceberg.table_model import default_codec
+from jobs.debezium_decode import decode
+from jobs.json_text import (
+    _candidate,
+    _has_lone_surrogate,
+    _in_range,
+    _json_object,
+    _json_read,
+    _typed,
+)
 
 _Built = TypeVar("_Built")
 
 # Kafka's columns of a record, as the source gives them
 KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
-JSON_MAP = MapType(StringType(), StringType())
 VALID_OPS = ("c", "u", "r", "d")
 FLAT_FIELDS = ("__op", "__deleted", "__source_ts_ms", "__lsn", "__ts_ms", "__table", "__db")
-
-# Strict JSON (RFC 8259). Spark's reader also takes 'single quotes' and NaN/Infinity
-# by default: neither is JSON, so a record using them is malformed.
-JSON_OPTIONS = {
-    "mode": "PERMISSIVE",
-    "allowSingleQuotes": "false",
-    "allowNonNumericNumbers": "false",
-}
-# Spark's JSON reader stops after the first value and ignores what follows. Each
-# object is read as the value of this wrapper: the closing field only parses when
-# nothing but whitespace follows the object, so `{…}{…}` or `{…} junk` is malformed
-# instead of silently losing its tail.
-_END_FIELD = "__cdc_end__"
-_WRAPPED = StructType([StructField("v", JSON_MAP), StructField(_END_FIELD, IntegerType())])
-# A \uD800-\uDFFF escape that is not half of a pair is not Unicode text; Spark would
-# store it as '?'. Matched on the JSON text, skipping escaped backslashes.
-_LONE_SURROGATE = (
-    r"(?<!\\)(?:\\\\)*\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    r"|(?<!\\)(?:\\\\)*(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
-# Integer columns and the ordering fields take a JSON integer, or a string of exactly
-# an optional sign and ASCII digits: no fraction, exponent, whitespace or other digits.
-INTEGER_PATTERN = r"^[+-]?[0-9]+$"
-INTEGER_TYPES = ("tinyint", "smallint", "int", "bigint")
-# Timestamp columns take RFC 3339 text as Debezium's ZonedTimestamp writes it: date,
-# 'T' (or a space), time with seconds, at most 6 fraction digits (the column's
-# precision: nothing is rounded), and a zone, 'Z' or ±HH:MM up to ±18:00. A time
-# without a zone is ambiguous and does not fit.
-TIMESTAMP_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
-    r"(Z|[+-]((0[0-9]|1[0-7]):[0-5][0-9]|18:00))$"
-)
-# ... and only instants from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z
-# (microseconds since the epoch), the range every reader of the table can represent.
-TIMESTAMP_MIN_MICROS = -62_135_596_800_000_000
-TIMESTAMP_MAX_MICROS = 253_402_300_799_999_999
-
-
-def _json_read(text: Column) -> Column:
-    """Spark's reading of ``text`` as the object of the wrapper above (a struct)."""
-    return F.from_json(
-        F.concat(F.lit('{"v":'), text, F.lit(f',"{_END_FIELD}":1}}')), _WRAPPED, JSON_OPTIONS
-    )
-
-
-def _json_object(read: Column, text: Column) -> Column:
-    """The map<string,string> of a ``_json_read``, or null.
-
-    Null unless ``text`` is exactly one strict JSON object (whitespace around it is
-    fine), with no duplicate key at its top level and no lone surrogate escape.
-    Nested values keep their compact JSON text: ``1`` -> ``1``, ``true`` -> ``true``,
-    ``1e3`` -> ``1000.0``, ``{"a": [1]}`` -> ``{"a":[1]}``.
-    """
-    parsed = F.when(read[_END_FIELD] == 1, read["v"])
-    keys = F.map_keys(parsed)
-    unique = F.size(keys) == F.size(F.array_distinct(keys))
-    return F.when(unique & ~_has_lone_surrogate(text), parsed)
-
-
-def _has_lone_surrogate(text: Column) -> Column:
-    """``text`` holds an unpaired surrogate escape.
-
-    The pattern only matches after ``\\ud`` or ``\\uD``: a substring search
-    skips the regex (the costliest step of parsing a record) for almost every text.
-    """
-    maybe = text.contains("\\ud") | text.contains("\\uD")
-    return maybe & text.rlike(_LONE_SURROGATE)
 
 
 def _is_wrapped(root: Column) -> Column:
@@ -140,24 +81,25 @@ def _projected(frame: DataFrame, projections: Sequence[Sequence[Column | str]]) 
     return frame
 
 
-def parse_events(raw: DataFrame, event_format: str = "envelope") -> DataFrame:
+def parse_events(raw: DataFrame, event_format: str, key: Sequence[str]) -> DataFrame:
     """Decode Debezium records into one row per change, keeping the raw bytes.
 
-    Output columns: Kafka coordinates and raw bytes, ``op``, ``ts_ms_raw``,
-    ``lsn_raw``, ``key_raw`` (the row key as text), ``row`` (the new row, or the
-    old row of a delete, as map<string,string>), ``schema_json`` (the envelope's
-    schema block when wrapped), and ``problem``: null, or why the record cannot
-    be applied. Kafka tombstones (null value) are flagged ``kafka_tombstone``:
-    they carry no new state after the delete that precedes them.
+    Output columns: Kafka coordinates and raw bytes, ``op``, ``ts_ms``, ``lsn``,
+    one column per ``key`` column (its JSON text, from the row image or else
+    the Kafka key), ``row`` (the new row, or the old row of a delete, as
+    map<string,string>), ``schema_json`` (the envelope's schema block when
+    wrapped), and ``problem``: null, or why the record cannot be applied.
+    Kafka tombstones (null value) are flagged ``kafka_tombstone``: they carry
+    no new state after the delete that precedes them.
 
     A value must be UTF-8 text holding exactly one strict JSON object; the
     envelope, its payload, source block and row image must be JSON objects with
     unique keys. A Kafka key that is not such an object is not used.
     """
-    return _projected(raw, reused(_parse_projections, event_format))
+    return _projected(raw, reused(_parse_projections, event_format, tuple(key)))
 
 
-def _parse_projections(event_format: str) -> list[list[Column | str]]:
+def _parse_projections(event_format: str, key: tuple[str, ...]) -> list[list[Column | str]]:
     """The projections of :func:`parse_events`, one ``select`` each."""
     value_text = F.col("value").cast("string")
     key_text = F.col("key").cast("string")
@@ -214,7 +156,10 @@ def _parse_projections(event_format: str) -> list[list[Column | str]]:
             lsn_raw.alias("lsn_raw"),
             snapshot_flag.alias("snapshot_flag"),
             row.alias("row"),
-            F.coalesce(row[SOURCE_KEY], F.col("_key")[SOURCE_KEY]).alias("key_raw"),
+            *[
+                F.coalesce(row[k], F.col("_key")[k]).alias(f"_key_raw{i}")
+                for i, k in enumerate(key)
+            ],
             "schema_json",
             (~F.is_valid_utf8(F.col("_value_text"))).alias("_bad_utf8"),
             _has_lone_surrogate(F.col("_value_text")).alias("_bad_unicode"),
@@ -269,8 +214,11 @@ def _parse_projections(event_format: str) -> list[list[Column | str]]:
                 F.lit("' (or it repeats a key)"),
             ),
         )
-        .when(F.col("key_raw").isNull(), F.lit(f"no {SOURCE_KEY} in the event or the Kafka key"))
     )
+    for i, name in enumerate(key):
+        problem = problem.when(
+            F.col(f"_key_raw{i}").isNull(), F.lit(f"no {name} in the event or the Kafka key")
+        )
     projections.append(
         [
             *KAFKA_COLUMNS,
@@ -278,7 +226,7 @@ def _parse_projections(event_format: str) -> list[list[Column | str]]:
             ts_ms.alias("ts_ms"),
             snapshot_read_lsn(F.col("op"), F.col("snapshot_flag"), lsn).alias("lsn"),
             "row",
-            F.col("key_raw").alias(SOURCE_KEY),
+            *[F.col(f"_key_raw{i}").alias(k) for i, k in enumerate(key)],
             "schema_json",
             "kafka_tombstone",
             problem.alias("problem"),
@@ -302,36 +250,18 @@ def snapshot_read_lsn(op: Column, snapshot_flag: Column, lsn: Column) -> Column:
     return F.when(blocking_read & (lsn > 0), lsn - 1).otherwise(lsn)
 
 
-def _typed(raw: Column, spark_type: str) -> Column:
-    """``raw`` (JSON text) as ``spark_type``, null when it does not fit (see the patterns above)."""
-    return _in_range(_candidate(raw, spark_type), spark_type)
-
-
-def _candidate(raw: Column, spark_type: str) -> Column:
-    """The first half of :func:`_typed`: the text's pattern checked, then cast."""
-    if spark_type == "string":
-        return raw
-    if spark_type == "timestamp":
-        return F.when(raw.rlike(TIMESTAMP_PATTERN), raw.try_cast("timestamp"))
-    if spark_type == "boolean":
-        return F.when(F.lower(raw).isin("true", "false"), F.lower(raw) == "true")
-    if spark_type in INTEGER_TYPES:
-        return F.when(raw.rlike(INTEGER_PATTERN), raw.try_cast(spark_type))
-    return raw.try_cast(spark_type)
-
-
-def _in_range(candidate: Column, spark_type: str) -> Column:
-    """The second half of :func:`_typed`: a timestamp only within what every reader holds."""
-    if spark_type != "timestamp":
-        return candidate
-    in_range = F.unix_micros(candidate).between(TIMESTAMP_MIN_MICROS, TIMESTAMP_MAX_MICROS)
-    return F.when(in_range, candidate)
-
-
 def type_columns(
-    parsed: DataFrame, columns: Sequence[tuple[str, str]], keep: Sequence[str] = ()
+    parsed: DataFrame,
+    columns: Sequence[tuple[str, str] | tuple[str, str, str]],
+    key: Sequence[str],
+    keep: Sequence[str] = (),
 ) -> DataFrame:
-    """Project ``row`` onto the table's columns with their types.
+    """Project ``row`` (and the key columns of :func:`parse_events`) onto the table's columns.
+
+    ``columns`` are ``(name, Spark type)`` or ``(name, Spark type, codec)``: the
+    codec says how the event's text decodes (:mod:`jobs.debezium_decode`), by
+    default the one the type implies. Key columns are typed like the others; a
+    key value that does not fit its column is a ``problem`` too.
 
     A value that does not fit its column becomes a ``problem``. A value equal to
     Debezium's TOAST placeholder is not a value: its column name goes into
@@ -342,38 +272,82 @@ def type_columns(
     once per row: an expression read several times by the next projection is
     not inlined into each read.
     """
-    return _projected(parsed, reused(_type_projections, tuple(columns), tuple(keep)))
+    full = tuple((c[0], c[1], c[2] if len(c) > 2 else default_codec(c[1])) for c in columns)
+    return _projected(parsed, reused(_type_projections, full, tuple(key), tuple(keep)))
+
+
+# the codecs of the plain JSON types: typed by a pattern check and a cast, then a range check
+_PLAIN_CODECS = {"string", "int", "bigint", "float", "double", "boolean", "zoned_timestamp"}
+
+
+# ... of which these are typed by the parser's own two steps, the rest by their codec
+_CAST_CODECS = {"string", "int", "bigint", "boolean", "zoned_timestamp"}
+
+
+def _first_step(raw: Column, spark_type: str, codec: str) -> Column:
+    if codec in _CAST_CODECS and codec == default_codec(spark_type):
+        return _candidate(raw, spark_type)
+    return decode(raw, ColumnType(spark_type, codec))
+
+
+def _second_step(candidate: Column, spark_type: str, codec: str) -> Column:
+    if codec in _CAST_CODECS and codec == default_codec(spark_type):
+        return _in_range(candidate, spark_type)
+    return candidate
+
+
+def _unavailable_text(raw: Column, codec: str) -> Column:
+    """``raw`` is the TOAST placeholder in the form Debezium gives it for ``codec``.
+
+    A plain JSON type's column takes the placeholder's text as it always has.
+    """
+    if codec in _PLAIN_CODECS:
+        return raw == F.lit(TOAST_PLACEHOLDER)
+    texts = placeholder_texts(codec)
+    return raw.isin(*texts) if texts else F.lit(False)
 
 
 def _type_projections(
-    columns: tuple[tuple[str, str], ...], keep: tuple[str, ...]
+    columns: tuple[tuple[str, str, str], ...], key: tuple[str, ...], keep: tuple[str, ...]
 ) -> list[list[Column | str]]:
     """The projections of :func:`type_columns`, one ``select`` each."""
-    data = [(i, name, kind) for i, (name, kind) in enumerate(columns) if name != SOURCE_KEY]
-    if not data:
-        return [
-            [
-                *_kafka_and_sequence(),
-                F.col(SOURCE_KEY),
-                F.array().cast("array<string>").alias("unavailable"),
-                "problem",
-                *keep,
-            ]
-        ]
+    every = [(i, (name, kind)) for i, (name, kind, _) in enumerate(columns)]
+    codecs = [codec for _, _, codec in columns]
+
+    def text(name: str) -> Column:
+        # the key's text is a column of the parse (the row image's, else the Kafka key's)
+        return F.col(name) if name in key else F.col("row")[name]
+
     projections: list[list[Column | str]] = [
-        ["*", F.struct(*[F.col("row")[name].alias(f"c{i}") for i, name, _ in data]).alias("_raw")],
-        ["*", *[_candidate(F.col(f"_raw.c{i}"), kind).alias(f"_cand{i}") for i, _, kind in data]],
-        ["*", *[_in_range(F.col(f"_cand{i}"), kind).alias(f"_typed{i}") for i, _, kind in data]],
+        ["*", F.struct(*[text(name).alias(f"c{i}") for i, (name, _) in every]).alias("_raw")],
+        [
+            "*",
+            *[
+                _first_step(F.col(f"_raw.c{i}"), kind, codecs[i]).alias(f"_cand{i}")
+                for i, (_, kind) in every
+            ],
+        ],
+        [
+            "*",
+            *[
+                _second_step(F.col(f"_cand{i}"), kind, codecs[i]).alias(f"_typed{i}")
+                for i, (_, kind) in every
+            ],
+        ],
     ]
     selected: list[Column] = []
     unavailable: list[Column] = []
     misfits: list[Column] = []
-    for i, name, spark_type in data:
+    for i, (name, spark_type) in every:
         raw = F.col(f"_raw.c{i}")
         typed = F.col(f"_typed{i}")
-        placeholder = raw == F.lit(TOAST_PLACEHOLDER)
-        selected.append(F.when(placeholder, F.lit(None)).otherwise(typed).alias(name))
-        unavailable.append(F.when(placeholder, F.lit(name)))
+        if name in key:  # never TOASTed: a key is in every change's image
+            placeholder = F.lit(False)
+            selected.append(typed.alias(name))
+        else:
+            placeholder = _unavailable_text(raw, codecs[i])
+            selected.append(F.when(placeholder, F.lit(None)).otherwise(typed).alias(name))
+            unavailable.append(F.when(placeholder, F.lit(name)))
         misfits.append(
             F.when(
                 raw.isNotNull() & ~placeholder & typed.isNull(),
@@ -384,13 +358,16 @@ def _type_projections(
                 ),
             )
         )
-    by_name = {name: column for name, column in zip([n for _, n, _ in data], selected, strict=True)}
-    ordered = [F.col(SOURCE_KEY) if name == SOURCE_KEY else by_name[name] for name, _ in columns]
+    unavailable_list = (
+        F.filter(F.array(*unavailable), lambda c: c.isNotNull())
+        if unavailable
+        else F.array().cast("array<string>")
+    )
     projections.append(
         [
             *_kafka_and_sequence(),
-            *ordered,
-            F.filter(F.array(*unavailable), lambda c: c.isNotNull()).alias("unavailable"),
+            *selected,
+            unavailable_list.alias("unavailable"),
             F.coalesce(F.col("problem"), *misfits).alias("problem"),
             *keep,
         ]
@@ -416,7 +393,11 @@ def sequence(prefix: str = "", order: Sequence[str] = SEQUENCE) -> Column:
 
 
 def collapse_newest(
-    events: DataFrame, columns: Sequence[str], order: Sequence[str] = SEQUENCE
+    events: DataFrame,
+    columns: Sequence[str],
+    order: Sequence[str] = SEQUENCE,
+    *,
+    key: Sequence[str],
 ) -> DataFrame:
     """Keep one row per key: the newest change by the whole sequence tuple.
 
@@ -424,13 +405,15 @@ def collapse_newest(
     available value from earlier changes of the same key in the batch; if none
     has it, it stays in ``unavailable`` and the MERGE keeps the stored value.
     """
-    grouped = events.groupBy(SOURCE_KEY).agg(*newest_aggregates(columns, order))
-    return finish_newest(grouped, columns)
+    grouped = events.groupBy(*key).agg(*newest_aggregates(columns, order, key=key))
+    return finish_newest(grouped, columns, key=key)
 
 
-def _per_column(columns: Sequence[str], toasted: Collection[str] | None) -> list[str]:
+def _per_column(
+    columns: Sequence[str], toasted: Collection[str] | None, key: Sequence[str]
+) -> list[str]:
     """The data columns whose newest available value is looked for change by change."""
-    data = [c for c in columns if c != SOURCE_KEY]
+    data = [c for c in columns if c not in key]
     return data if toasted is None else [c for c in data if c in toasted]
 
 
@@ -438,6 +421,8 @@ def newest_aggregates(
     columns: Sequence[str],
     order: Sequence[str] = SEQUENCE,
     toasted: Collection[str] | None = None,
+    *,
+    key: Sequence[str],
 ) -> list[Column]:
     """The aggregates of :func:`collapse_newest` over some changes of one key.
 
@@ -451,8 +436,8 @@ def newest_aggregates(
     same ``toasted``).
     """
     seq = sequence(order=order)
-    per_column = _per_column(columns, toasted)
-    whole = [c for c in _per_column(columns, None) if c not in per_column]
+    per_column = _per_column(columns, toasted, key)
+    whole = [c for c in _per_column(columns, None, key) if c not in per_column]
     newest = F.struct(*[F.col(c) for c in (*SEQUENCE, "cdc_op", *whole)])
     aggregates = [F.max_by(newest, seq).alias("_n")]
     for name in per_column:
@@ -471,26 +456,32 @@ def combine_newest(
     columns: Sequence[str],
     order: Sequence[str] = SEQUENCE,
     toasted: Collection[str] | None = None,
+    *,
+    key: Sequence[str],
 ) -> DataFrame:
     """One row per key from rows of :func:`newest_aggregates` over parts of its changes."""
     newest = F.struct(*[F.col(f"_n.{c}") for c in order])
     aggregates = [F.max_by(F.col("_n"), newest).alias("_n")]
-    for name in _per_column(columns, toasted):
+    for name in _per_column(columns, toasted, key):
         part = F.col(f"_a_{name}")
         aggregates.append(F.max_by(part, part["s"]).alias(f"_a_{name}"))
     aggregates.append(F.sum("_events").alias("_events"))
-    return finish_newest(parts.groupBy(SOURCE_KEY).agg(*aggregates), columns, toasted)
+    return finish_newest(parts.groupBy(*key).agg(*aggregates), columns, toasted, key=key)
 
 
 def finish_newest(
-    grouped: DataFrame, columns: Sequence[str], toasted: Collection[str] | None = None
+    grouped: DataFrame,
+    columns: Sequence[str],
+    toasted: Collection[str] | None = None,
+    *,
+    key: Sequence[str],
 ) -> DataFrame:
     """The collapsed change of each key from its :func:`newest_aggregates`."""
-    per_column = _per_column(columns, toasted)
-    out: list[Column] = [F.col(SOURCE_KEY)]
+    per_column = _per_column(columns, toasted, key)
+    out: list[Column] = [F.col(k) for k in key]
     out += [F.col(f"_n.{c}").alias(c) for c in (*SEQUENCE, "cdc_op")]
     still_unavailable: list[Column] = []
-    for name in _per_column(columns, None):
+    for name in _per_column(columns, None, key):
         if name not in per_column:
             out.append(F.col(f"_n.{name}").alias(name))
             continue
@@ -515,8 +506,16 @@ def finish_newest(
 OLD_KEY_HEADER = "__debezium.oldkey"
 
 
-def old_keys(raw: DataFrame) -> DataFrame:
+def _key_struct(key: Sequence[str], prefix: str = "") -> Column:
+    """A key tuple as one comparable struct, its fields named by position."""
+    return F.struct(*[F.col(f"{prefix}{k}").alias(f"k{i}") for i, k in enumerate(key)])
+
+
+def old_keys(raw: DataFrame, key: Sequence[tuple[str, str]]) -> DataFrame:
     """``partition, offset, old_key`` of the records Debezium marks as a key change.
+
+    ``key`` is the table's key columns with their types; ``old_key`` is the old
+    key as the struct :func:`_key_struct` makes of the table's key columns.
 
     Debezium sends a primary-key update as a delete of the old key and a create
     of the new one; the create carries the old key in the ``__debezium.oldkey``
@@ -525,9 +524,17 @@ def old_keys(raw: DataFrame) -> DataFrame:
     """
     header = F.filter(F.col("headers"), lambda h: h["key"] == OLD_KEY_HEADER)
     text = F.element_at(header, 1)["value"].cast("string")
-    old_key = F.coalesce(
-        F.get_json_object(text, f"$.payload.{SOURCE_KEY}"),
-        F.get_json_object(text, f"$.{SOURCE_KEY}"),
+    old_key = F.struct(
+        *[
+            _typed(
+                F.coalesce(
+                    F.get_json_object(text, f"$.payload.{name}"),
+                    F.get_json_object(text, f"$.{name}"),
+                ),
+                spark_type,
+            ).alias(f"k{i}")
+            for i, (name, spark_type) in enumerate(key)
+        ]
     )
     return raw.where(F.size(header) > 0).select("partition", "offset", old_key.alias("old_key"))
 
@@ -538,6 +545,8 @@ def fill_from_old_key(
     stored: DataFrame,
     columns: Sequence[str],
     order: Sequence[str] = SEQUENCE,
+    *,
+    key: Sequence[str],
 ) -> DataFrame:
     """Give the create of a key change the values its TOAST placeholders stand for.
 
@@ -552,10 +561,10 @@ def fill_from_old_key(
     targets = events.join(old, ["partition", "offset"]).where(
         (F.col("cdc_op") == "c") & (F.size("unavailable") > 0)
     )
-    data = [c for c in columns if c != SOURCE_KEY]
+    data = [c for c in columns if c not in key]
     seq = sequence(order=order)
     donors = events.where(F.col("cdc_op") != "d").select(
-        F.col(SOURCE_KEY).alias("_dkey"),
+        _key_struct(key).alias("_dkey"),
         seq.alias("_dseq"),
         F.col("unavailable").alias("_dun"),
         *[F.col(c).alias(f"_d_{c}") for c in data],
@@ -582,7 +591,7 @@ def fill_from_old_key(
         )
     )
     table = stored.select(
-        F.col(SOURCE_KEY).alias("_lkey"),
+        _key_struct(key).alias("_lkey"),
         F.lit(True).alias("_lrow"),
         *[F.col(c).alias(f"_l_{c}") for c in data],
     )

@@ -89,13 +89,21 @@ def spark(catalog_settings: Settings) -> Iterator[Any]:
 
 @pytest.fixture
 def pipeline(base_settings: Settings, work_dir: Path) -> Settings:
-    """A fresh pipeline: its own topic, table, dead-letter table, group and checkpoint."""
+    """A fresh pipeline: its own topic, table, dead-letter table, group and checkpoint.
+
+    Its pipelines file declares the table as ``articles`` (most tests send its
+    events, some without schema blocks).
+    """
+    from tests.articles import declare_articles
+
     name = "t" + uuid.uuid4().hex[:10]
+    topic, table = f"neuronews.public.{name}", f"neuronews.{name}"
     return base_settings.replace(
-        kafka_topic=f"neuronews.public.{name}",
+        kafka_topic=topic,
         kafka_consumer_group=f"group_{name}",
-        iceberg_table=f"neuronews.{name}",
+        iceberg_table=table,
         checkpoint_location=str(work_dir / "checkpoints" / name),
+        pipelines_file=declare_articles(work_dir / "pipelines" / f"{name}.yaml", topic, table),
     )
 
 

@@ -4,6 +4,9 @@ It shares no code with the job. It reads the raw Kafka records (key and value
 bytes with their partition and offset) and applies the change-application
 contract as written in the product brief:
 
+* a table is its key columns and its columns' codecs (:class:`FoldTable`,
+  written by hand in each test); values of Debezium's other types are read by
+  the plain-Python oracle :mod:`debezium_values`;
 * records are ordered per key by ``(source.ts_ms, source.lsn, partition,
   offset)``; a change applies only if its sequence is newer than the key's
   state (the live row or the remembered delete), so duplicates are no-ops;
@@ -30,7 +33,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from debezium_values import expected_value
+
 PLACEHOLDER = "__debezium_unavailable_value"
+OLD_KEY_HEADER = "__debezium.oldkey"
 KEY = "article_id"
 INT_COLUMNS = {"word_count"}
 TIMESTAMP_COLUMNS = {"published_at", "updated_at"}
@@ -48,18 +54,53 @@ DATA_COLUMNS = (
 
 
 @dataclass(frozen=True)
+class FoldTable:
+    """A table as the oracle sees it: key columns in key order, and each column's
+    (codec, Spark type). The codecs ``string``, ``int`` and ``zoned_timestamp``
+    follow the rules above; every other codec is read by :mod:`debezium_values`."""
+
+    key: tuple[str, ...]
+    columns: tuple[tuple[str, str, str], ...]  # (name, codec, Spark type)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in self.columns)
+
+
+ARTICLES = FoldTable(
+    (KEY,),
+    tuple(
+        (
+            c,
+            "int"
+            if c in INT_COLUMNS
+            else "zoned_timestamp"
+            if c in TIMESTAMP_COLUMNS
+            else "string",
+            "int" if c in INT_COLUMNS else "timestamp" if c in TIMESTAMP_COLUMNS else "string",
+        )
+        for c in DATA_COLUMNS
+    ),
+)
+
+
+@dataclass(frozen=True)
 class Record:
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
 class Folded:
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Rows and remembered deletes by key: the key's value for a one-column key, else
+    the tuple of its parts."""
+
+    rows: dict[Any, dict[str, Any]] = field(default_factory=dict)
     dead: dict[tuple[int, int], str] = field(default_factory=dict)
-    deleted: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    deleted: dict[Any, tuple[int, int, int, int]] = field(default_factory=dict)
     applied: int = 0
 
 
@@ -144,6 +185,15 @@ def _object(text: Any) -> dict[str, Any] | None:
     return value if len(value) == len(text) else None
 
 
+def _plain(value: Any) -> Any:
+    """A parsed value with its objects as dicts (the last of repeated keys wins)."""
+    if isinstance(value, _Pairs):
+        return {k: _plain(v) for k, v in value}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _unwrap(obj: dict[str, Any]) -> Any:
     if "schema" in obj and "payload" in obj:
         return obj["payload"]
@@ -210,14 +260,57 @@ def _as_int(value: Any, bits: int = 64) -> int | None:
     return None
 
 
-def _typed(column: str, value: Any) -> tuple[bool, Any]:
+# Debezium's placeholder for the bytes of an unchanged TOASTed bytea, and for arrays
+_PLACEHOLDER_B64 = "X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ=="
+_PLACEHOLDER_ARRAYS = {
+    "string": [PLACEHOLDER],
+    "json": [PLACEHOLDER],
+    "bytes": [_PLACEHOLDER_B64],
+    "int": list(PLACEHOLDER.encode()),
+    "bigint": list(PLACEHOLDER.encode()),
+    "date": list(PLACEHOLDER.encode()),
+    "uuid": ["b68a35a7-17ad-35b3-af2a-ae46edb4545a"],
+}
+
+
+# the plain JSON types: their columns take the placeholder's text as it is
+_PLAIN = ("", "string", "int", "bigint", "float", "double", "boolean", "zoned_timestamp")
+
+
+def is_placeholder(codec: str, value: Any) -> bool:
+    """``value`` is how Debezium writes an unchanged TOASTed value of a ``codec`` column."""
+    if codec in _PLAIN or codec in ("json", "uuid"):
+        return value == PLACEHOLDER
+    if codec == "bytes":
+        return value == _PLACEHOLDER_B64
+    if codec.startswith("array:"):
+        wanted = _PLACEHOLDER_ARRAYS.get(codec.removeprefix("array:"))
+        if wanted is None:
+            return False
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return False
+        return value == wanted
+    return False
+
+
+def _typed(column: str, value: Any, codec: str = "", spark_type: str = "") -> tuple[bool, Any]:
     """(fits, typed value) for one column of the table."""
-    if value is None or value == PLACEHOLDER:
+    codec = codec or (
+        "int" if column in INT_COLUMNS else "zoned_timestamp" if column in TIMESTAMP_COLUMNS else ""
+    )
+    if value is None:
+        return True, None
+    if codec in ("", "string") and value == PLACEHOLDER:
         return True, value
-    if column in INT_COLUMNS:
+    if codec not in ("", "string", "int", "zoned_timestamp"):
+        return expected_value(codec, spark_type, _plain(value))
+    if codec == "int":
         number = _as_int(value, 32)
         return number is not None, number
-    if column in TIMESTAMP_COLUMNS:
+    if codec == "zoned_timestamp":
         if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
             return False, None
         offset = value[-6:]
@@ -231,7 +324,9 @@ def _typed(column: str, value: Any) -> tuple[bool, Any]:
     return True, _text(value)
 
 
-def decode(record: Record, event_format: str = "envelope") -> tuple[str, Any]:
+def decode(
+    record: Record, event_format: str = "envelope", table: FoldTable = ARTICLES
+) -> tuple[str, Any]:
     """('skip', None) | ('dead', reason) | ('ok', (key, op, seq, row))."""
     if record.value is None:
         return "skip", None
@@ -267,22 +362,55 @@ def decode(record: Record, event_format: str = "envelope") -> tuple[str, Any]:
     if op != "d" and row is None:
         return "dead", "no row"
     row = row or {}
-    key = _text(row.get(KEY))
-    if key is None and record.key is not None:
+    kafka_key: dict[str, Any] | None = None
+    if record.key is not None:
         key_obj = _object(record.key)
-        inner = _object(_unwrap(key_obj)) if key_obj is not None else None
-        key = _text(inner.get(KEY)) if inner else None
-    if key is None:
-        return "dead", "no key"
+        kafka_key = _object(_unwrap(key_obj)) if key_obj is not None else None
+    columns = {name: (codec, kind) for name, codec, kind in table.columns}
+    parts = []
+    for name in table.key:
+        raw = row.get(name)
+        if raw is None and kafka_key:
+            raw = kafka_key.get(name)
+        if raw is None:
+            return "dead", "no key"
+        fits, value = _typed(name, raw, *columns[name])
+        if not fits or (columns[name][0] == "string" and not isinstance(value, str)):
+            return "dead", f"{name} does not fit"
+        parts.append(value)
     typed: dict[str, Any] = {}
-    for column in DATA_COLUMNS:
-        fits, value = _typed(column, row.get(column))
+    for column, (codec, kind) in columns.items():
+        if column in table.key:
+            continue
+        value = row.get(column)
+        if is_placeholder(codec, value):
+            typed[column] = PLACEHOLDER
+            continue
+        fits, typed_value = _typed(column, value, codec, kind)
         if not fits:
             return "dead", f"{column} does not fit"
-        typed[column] = value
-    typed[KEY] = key
+        typed[column] = typed_value
+    typed.update(zip(table.key, parts, strict=True))
+    key = parts[0] if len(parts) == 1 else tuple(parts)
     seq = (ts_i, lsn_i, record.partition, record.offset)
     return "ok", (key, op, seq, typed)
+
+
+def old_key_of(record: Record, table: FoldTable = ARTICLES) -> Any:
+    """The old key a key change's create names in its ``__debezium.oldkey`` header."""
+    text = next((v for k, v in record.headers if k == OLD_KEY_HEADER), None)
+    obj = _object(text) if text is not None else None
+    if obj is None:
+        return None
+    body = _object(_unwrap(obj)) or {}
+    columns = {name: (codec, kind) for name, codec, kind in table.columns}
+    parts = []
+    for name in table.key:
+        fits, value = _typed(name, body.get(name), *columns[name])
+        if not fits or value is None:
+            return None
+        parts.append(value)
+    return parts[0] if len(parts) == 1 else tuple(parts)
 
 
 def _rank(seq: tuple[int, int, int, int], order: str) -> tuple[int, int, int, int]:
@@ -291,18 +419,25 @@ def _rank(seq: tuple[int, int, int, int], order: str) -> tuple[int, int, int, in
     return (lsn, ts, partition, offset) if order == "lsn" else seq
 
 
-def fold(records: Iterable[Record], event_format: str = "envelope", order: str = "ts_ms") -> Folded:
-    """The table the records must produce (rows keyed by article_id)."""
+def fold(
+    records: Iterable[Record],
+    event_format: str = "envelope",
+    order: str = "ts_ms",
+    table: FoldTable = ARTICLES,
+) -> Folded:
+    """The table the records must produce (rows by key; see :class:`Folded`)."""
     result = Folded()
     changes = []
     for record in records:
-        kind, detail = decode(record, event_format)
+        kind, detail = decode(record, event_format, table)
         if kind == "dead":
             result.dead[(record.partition, record.offset)] = detail
         elif kind == "ok":
-            changes.append(detail)
-    state: dict[str, tuple[tuple[int, int, int, int], dict[str, Any] | None]] = {}
-    for key, op, seq, row in sorted(changes, key=lambda c: _rank(c[2], order)):
+            changes.append((*detail, old_key_of(record, table)))
+    state: dict[Any, tuple[tuple[int, int, int, int], dict[str, Any] | None]] = {}
+    # every row version of a key, for the create of a key change (TOAST from the old key)
+    versions: dict[Any, list[tuple[tuple[int, int, int, int], dict[str, Any]]]] = {}
+    for key, op, seq, row, old_key in sorted(changes, key=lambda c: _rank(c[2], order)):
         previous = state.get(key)
         if previous is not None and _rank(seq, order) <= _rank(previous[0], order):
             continue
@@ -311,8 +446,13 @@ def fold(records: Iterable[Record], event_format: str = "envelope", order: str =
             state[key] = (seq, None)
             continue
         old = previous[1] if previous is not None else None
+        if op == "c" and old_key is not None and PLACEHOLDER in row.values():
+            earlier = versions.get(old_key, [])
+            donors = [v for s, v in earlier if _rank(s, order) < _rank(seq, order)]
+            old = donors[-1] if donors else None
         merged = {c: ((old or {}).get(c) if v == PLACEHOLDER else v) for c, v in row.items()}
         state[key] = (seq, merged)
+        versions.setdefault(key, []).append((seq, merged))
     for key, (seq, row) in state.items():
         if row is None:
             result.deleted[key] = seq

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reference_fold import DATA_COLUMNS, Record
+from reference_fold import ARTICLES, FoldTable, Record
 
 from cdc_iceberg.generator import Message, produce
 from cdc_iceberg.kafka_offsets import ensure_topic
@@ -42,23 +42,27 @@ def read_rows(settings: Settings, table: str | None = None) -> list[dict[str, An
     return loaded.scan().to_arrow().to_pylist()
 
 
-def live_rows(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The live table keyed by article_id; fails on a duplicate key."""
-    rows: dict[str, dict[str, Any]] = {}
+def live_rows(settings: Settings, table: FoldTable = ARTICLES) -> dict[Any, dict[str, Any]]:
+    """The live table by key (as the fold keys it); fails on a duplicate key."""
+    rows: dict[Any, dict[str, Any]] = {}
     for row in read_rows(settings):
-        assert row["article_id"] not in rows, f"duplicate key {row['article_id']}"
-        rows[row["article_id"]] = row
+        parts = tuple(row[k] for k in table.key)
+        key = parts[0] if len(parts) == 1 else parts
+        assert key not in rows, f"duplicate key {key}"
+        rows[key] = row
     return rows
 
 
-def assert_table_equals_fold(settings: Settings, expected: dict[str, dict[str, Any]]) -> None:
-    actual = live_rows(settings)
+def assert_table_equals_fold(
+    settings: Settings, expected: dict[Any, dict[str, Any]], table: FoldTable = ARTICLES
+) -> None:
+    actual = live_rows(settings, table)
     missing = sorted(set(expected) - set(actual))
     extra = sorted(set(actual) - set(expected))
     assert not missing and not extra, f"missing keys {missing[:5]}, unexpected keys {extra[:5]}"
     for key, want in expected.items():
         got = actual[key]
-        for column in DATA_COLUMNS:
+        for column in table.names:
             assert got[column] == want[column], (
                 f"{key}.{column}: table has {got[column]!r}, fold says {want[column]!r}"
             )

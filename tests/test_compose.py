@@ -31,10 +31,10 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from articles import ARTICLE_COLUMNS
 
 from cdc_iceberg.local.connect import slot_name
 from cdc_iceberg.local.postgres import ARTICLES_DDL
-from cdc_iceberg.schema import SOURCE_COLUMNS
 from cdc_iceberg.settings import PROJECT_ROOT, Settings, jdbc_url
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yaml"
@@ -636,7 +636,7 @@ def test_source_table_is_the_one_the_product_reads() -> None:
     assert create, "01-articles.sql must create public.articles"
     columns = _columns(create[0])
     assert columns == _columns(ARTICLES_DDL)
-    assert [name for name, _ in columns] == [name for name, _ in SOURCE_COLUMNS]
+    assert [name for name, _ in columns] == [name for name, _ in ARTICLE_COLUMNS]
 
 
 def test_connector_config_matches_the_topic_the_pipeline_reads(

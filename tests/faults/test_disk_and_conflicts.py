@@ -189,7 +189,7 @@ class MaintenanceLoop:
         )
         from jobs.iceberg_tables import IcebergTables
 
-        tables = IcebergTables(self.spark, self.settings)
+        tables = IcebergTables.declared(self.spark, self.settings)
         names = (tables.live, tables.tombstones, tables.dlq)
         while not self.stop.is_set() and self.rounds < self.max_rounds:
             self.rounds += 1

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from articles import ARTICLE_KEY
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.local.connect import (
@@ -42,7 +43,7 @@ from cdc_iceberg.local.connect import (
     topic_for,
 )
 from cdc_iceberg.local.postgres import PostgresServer
-from cdc_iceberg.schema import RESERVED, SOURCE_KEY
+from cdc_iceberg.schema import RESERVED
 from cdc_iceberg.settings import Settings
 from jobs.cdc_to_iceberg import drain
 
@@ -210,7 +211,7 @@ class Capture:
                 return datetime.fromisoformat(value).astimezone(UTC)
             return value
 
-        by_key = {r[SOURCE_KEY]: {c: normal(c, v) for c, v in r.items()} for r in rows}
+        by_key = {r[ARTICLE_KEY]: {c: normal(c, v) for c, v in r.items()} for r in rows}
         return sorted(types), by_key
 
     def _catalog(self) -> Any:
@@ -229,7 +230,7 @@ class Capture:
             return value.astimezone(UTC) if isinstance(value, datetime) else value
 
         rows = table.scan().to_arrow().to_pylist()
-        return columns, {r[SOURCE_KEY]: {c: normal(r[c]) for c in columns} for r in rows}
+        return columns, {r[ARTICLE_KEY]: {c: normal(r[c]) for c in columns} for r in rows}
 
     def dead_letters(self) -> list[dict[str, Any]]:
         table = self._catalog().load_table(self.settings.iceberg_dlq_table)
@@ -273,7 +274,7 @@ def _article_id(raw_key: bytes | None) -> str | None:
         return None
     key = json.loads(raw_key)
     payload = key.get("payload", key)
-    return str(payload.get(SOURCE_KEY))
+    return str(payload.get(ARTICLE_KEY))
 
 
 def _tail(consumer: Any, topic: str) -> tuple[dict[int, int], dict[int, str | None]]:

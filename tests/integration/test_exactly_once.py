@@ -122,7 +122,7 @@ def test_a_column_first_left_unavailable_in_a_later_batch(spark: Any, pipeline: 
     assert_table_equals_fold(settings, expected.rows)
     # what the run learned is committed with the table: the next run starts with it
     assert snapshots(settings)[-1]["cdc.unavailable-columns"] == '["body"]'
-    tables = IcebergTables(spark, settings)
+    tables = IcebergTables.declared(spark, settings)
     assert BatchWriter(spark, settings, tables, None).toasted == {"body"}
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from articles import ARTICLE_KEY, KEY
 from reference_fold import fold
 from support import assert_table_equals_fold, read_rows, send
 
 from cdc_iceberg.generator import ArticleSource
-from cdc_iceberg.schema import SEQUENCE, SOURCE_KEY
+from cdc_iceberg.schema import SEQUENCE
 from cdc_iceberg.settings import Settings
 from jobs.cdc_to_iceberg import drain
 from jobs.iceberg_maintenance import prune_tombstones
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 def _tombstone_rows(settings: Settings) -> list[tuple[str, tuple[int, ...]]]:
     rows = read_rows(settings, settings.tombstone_table)
-    return [(r[SOURCE_KEY], tuple(r[c] for c in SEQUENCE)) for r in rows]  # type: ignore[misc]
+    return [(r[ARTICLE_KEY], tuple(r[c] for c in SEQUENCE)) for r in rows]  # type: ignore[misc]
 
 
 def _tombstones(settings: Settings) -> dict[str, tuple[int, ...]]:
@@ -44,7 +45,7 @@ def test_prune_drops_superseded_and_expired_tombstones(
     assert before == expected.deleted
     # a tombstone its key's live row outdates: the job's own tombstone MERGE forgets
     # those, so one is written here directly; the prune must drop it and nothing else
-    tables = IcebergTables(spark, settings)
+    tables = IcebergTables.declared(spark, settings)
     live_key, live = sorted(expected.rows.items())[0]
     ts_ms, lsn, partition, offset = live["_seq"]
     spark.sql(
@@ -83,14 +84,14 @@ def test_tombstone_append_adds_only_deletes_not_yet_remembered(
     deleted = fold(records).deleted
     assert deleted and _tombstones(settings) == deleted
     rows = _tombstone_rows(settings)
-    tables = IcebergTables(spark, settings)
+    tables = IcebergTables.declared(spark, settings)
     columns = ", ".join(SEQUENCE)
 
     # the same deletes again, as a batch replayed after a crash would bring them
     spark.sql(
-        f"SELECT {SOURCE_KEY}, {columns}, 'd' AS cdc_op FROM {tables.tombstones}"
+        f"SELECT {ARTICLE_KEY}, {columns}, 'd' AS cdc_op FROM {tables.tombstones}"
     ).createOrReplaceTempView("replayed")
-    spark.sql(append_tombstones_sql(tables.tombstones, "replayed"))
+    spark.sql(append_tombstones_sql(tables.tombstones, "replayed", key=KEY))
     assert sorted(_tombstone_rows(settings)) == sorted(rows)
 
     # one key deleted again later, one older delete, one change that is no delete
@@ -99,11 +100,11 @@ def test_tombstone_append_adds_only_deletes_not_yet_remembered(
     earlier = (old_seq[0] - 1, *old_seq[1:])
     named = ", ".join(f"{v} AS {c}" for v, c in zip(later, SEQUENCE, strict=True))
     spark.sql(
-        f"SELECT '{newer_key}' AS {SOURCE_KEY}, {named}, 'd' AS cdc_op "
+        f"SELECT '{newer_key}' AS {ARTICLE_KEY}, {named}, 'd' AS cdc_op "
         f"UNION ALL SELECT '{older_key}', {', '.join(map(str, earlier))}, 'd' "
         f"UNION ALL SELECT 'art-new', 1, 1, 0, 0, 'c'"
     ).createOrReplaceTempView("more")
-    spark.sql(append_tombstones_sql(tables.tombstones, "more"))
+    spark.sql(append_tombstones_sql(tables.tombstones, "more", key=KEY))
     assert sorted(_tombstone_rows(settings)) == sorted([*rows, (newer_key, later)])
     assert _tombstones(settings) == {**deleted, newer_key: later}
 
@@ -117,7 +118,7 @@ def test_progress_is_carried_only_onto_the_snapshot_it_was_read_from(
     settings = pipeline.replace(max_offsets_per_trigger=100)
     records = send(settings, ArticleSource(seed=48, partitions=1).random_history(300, 40), 1)
     drain(spark, settings)
-    tables = IcebergTables(spark, settings)
+    tables = IcebergTables.declared(spark, settings)
     progress = tables.latest_pipeline_summary()
     assert progress is not None
     read_at = tables.current_snapshot_id()

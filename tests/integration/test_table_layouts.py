@@ -26,9 +26,9 @@ def test_write_mode_is_applied_and_the_table_is_right(
     The tables start in the other mode: ``ensure`` switches them to ICEBERG_WRITE_MODE.
     """
     other = "copy-on-write" if mode == "merge-on-read" else "merge-on-read"
-    IcebergTables(spark, pipeline.replace(iceberg_write_mode=other)).ensure()
+    IcebergTables.declared(spark, pipeline.replace(iceberg_write_mode=other)).ensure()
     settings = pipeline.replace(max_offsets_per_trigger=200, iceberg_write_mode=mode)
-    tables = IcebergTables(spark, settings)
+    tables = IcebergTables.declared(spark, settings)
     source = ArticleSource(seed=31, partitions=2)
     records = send(
         settings,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from articles import ARTICLES, KEY
+
 from cdc_iceberg.generator import envelope_schema
 from jobs.iceberg_tables import (
     create_live_sql,
@@ -51,7 +53,7 @@ def test_schema_block_parsing_is_robust() -> None:
 
 
 def test_merge_guards_every_action_with_the_whole_sequence() -> None:
-    sql = merge_live_sql("c.n.t", "src", ["article_id", "title", "body"])
+    sql = merge_live_sql("c.n.t", "src", ["article_id", "title", "body"], key=KEY)
     newer = seq_newer("s", "t")
     assert newer == (
         "struct(s.ts_ms, s.lsn, s.kafka_partition, s.kafka_offset) > "
@@ -64,11 +66,13 @@ def test_merge_guards_every_action_with_the_whole_sequence() -> None:
 
 
 def test_live_table_is_bucketed_in_the_write_mode() -> None:
-    sql = create_live_sql("c.n.t", 16)
-    assert "PARTITIONED BY (bucket(16, article_id))" in sql
+    sql = create_live_sql("c.n.t", ARTICLES, 16)
+    assert "PARTITIONED BY (bucket(16, `article_id`))" in sql
     for kind in ("merge", "update", "delete"):
         assert f"'write.{kind}.mode'='copy-on-write'" in sql
-    assert "'write.merge.mode'='merge-on-read'" in create_live_sql("c.n.t", 16, "merge-on-read")
+    assert "'write.merge.mode'='merge-on-read'" in create_live_sql(
+        "c.n.t", ARTICLES, 16, "merge-on-read"
+    )
 
 
 def test_schema_blocks_of_one_batch_combine_to_the_widest_type() -> None:
@@ -80,3 +84,33 @@ def test_schema_blocks_of_one_batch_combine_to_the_widest_type() -> None:
         "word_count": "bigint"
     }
     assert merge_declared({"n": "int"}, {"n": "boolean"}) == {"n": "boolean"}
+
+
+def test_a_composite_key_is_matched_as_a_whole_tuple() -> None:
+    from cdc_iceberg.table_model import Column, TableModel
+    from jobs.iceberg_tables import (
+        append_tombstones_sql,
+        create_tombstones_sql,
+        live_source_sql,
+    )
+
+    model = TableModel(
+        ("order_id", "line_no"),
+        (Column("order_id", "bigint"), Column("line_no", "int"), Column("sku", "string")),
+    )
+    key = model.key
+    both = "t.`order_id` = s.`order_id` AND t.`line_no` = s.`line_no`"
+    assert f"ON {both} WHEN" in merge_live_sql(
+        "c.n.t", "src", ["order_id", "line_no", "sku"], key=key
+    )
+    live = create_live_sql("c.n.t", model, 8)
+    assert "`order_id` bigint NOT NULL, `line_no` int NOT NULL, `sku` string," in live
+    assert "PARTITIONED BY (bucket(8, `order_id`))" in live
+    tombstones = create_tombstones_sql("c.n.x", model, 8)
+    assert "(`order_id` bigint, `line_no` int, `ts_ms` bigint" in tombstones
+    assert "s.`order_id` = x.`order_id` AND s.`line_no` = x.`line_no`" in live_source_sql(
+        "src", "c.n.x", key=key
+    )
+    append = append_tombstones_sql("c.n.x", "src", key=key)
+    assert "INSERT INTO c.n.x (`order_id`, `line_no`, ts_ms" in append
+    assert "x.`order_id` = s.`order_id` AND x.`line_no` = s.`line_no`" in append

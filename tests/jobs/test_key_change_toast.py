@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from articles import ARTICLE_COLUMNS, ARTICLE_KEY, KEY
 
 from cdc_iceberg.generator import TOAST_PLACEHOLDER
-from cdc_iceberg.schema import SOURCE_COLUMNS
 
 pytestmark = pytest.mark.integration  # needs the Spark jars on a real local session
 
@@ -67,14 +67,14 @@ def test_create_of_a_key_change_takes_toasted_values_from_the_old_key(spark: Any
         ],
     )
     # materialized, as the job's typed batch is (persisted)
-    typed = type_columns(parse_events(raw), SOURCE_COLUMNS).localCheckpoint()
+    typed = type_columns(parse_events(raw, "envelope", KEY), ARTICLE_COLUMNS, KEY).localCheckpoint()
     typed = typed.where("problem IS NULL")
     stored = spark.createDataFrame(
         [("s", "S", "stored body of s")], "article_id string, title string, body string"
     )
-    names = [n for n, _ in SOURCE_COLUMNS if n in ("article_id", "title", "body")]
+    names = [n for n, _ in ARTICLE_COLUMNS if n in ("article_id", "title", "body")]
 
-    out = fill_from_old_key(typed, old_keys(raw), stored, names)
+    out = fill_from_old_key(typed, old_keys(raw, [(ARTICLE_KEY, "string")]), stored, names, key=KEY)
 
     rows = {(r.article_id, r.offset): r for r in out.collect()}
     assert len(rows) == typed.count(), "every event passes, once"

@@ -17,13 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from articles import ARTICLE_COLUMNS, ARTICLE_KEY, KEY
 from reference_fold import PLACEHOLDER, Record, decode
 
-from cdc_iceberg.schema import SOURCE_COLUMNS, SOURCE_KEY
 from cdc_iceberg.settings import PROJECT_ROOT
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-TIMESTAMPS = {name for name, kind in SOURCE_COLUMNS if kind == "timestamp"}
+TIMESTAMPS = {name for name, kind in ARTICLE_COLUMNS if kind == "timestamp"}
 
 
 def _fuzz_module() -> Any:
@@ -59,7 +59,7 @@ def _job(spark: Any, records: list[Record]) -> dict[tuple[int, int], dict[str, A
         "key binary, value binary, topic string, partition int, offset bigint, "
         "timestamp timestamp, timestampType int",
     )
-    typed = type_columns(parse_events(raw), SOURCE_COLUMNS)
+    typed = type_columns(parse_events(raw, "envelope", KEY), ARTICLE_COLUMNS, KEY)
     # timestamps as microseconds: exact, and any year survives the trip to Python
     out = typed.select(
         "partition",
@@ -69,7 +69,7 @@ def _job(spark: Any, records: list[Record]) -> dict[tuple[int, int], dict[str, A
         "lsn",
         "problem",
         "unavailable",
-        *[F.unix_micros(n).alias(n) if n in TIMESTAMPS else F.col(n) for n, _ in SOURCE_COLUMNS],
+        *[F.unix_micros(n).alias(n) if n in TIMESTAMPS else F.col(n) for n, _ in ARTICLE_COLUMNS],
     ).collect()
     return {(r["partition"], r["offset"]): r.asDict() for r in out}
 
@@ -101,12 +101,12 @@ def _disagreements(spark: Any, records: list[Record]) -> list[str]:
             problems.append(f"{where}: job dead-letters ({got['problem']}), the oracle applies it")
             continue
         key, op, seq, row = detail
-        if (got[SOURCE_KEY], got["cdc_op"], got["ts_ms"], got["lsn"]) != (key, op, *seq[:2]):
+        if (got[ARTICLE_KEY], got["cdc_op"], got["ts_ms"], got["lsn"]) != (key, op, *seq[:2]):
             problems.append(f"{where}: key/op/sequence {got} != {(key, op, seq)}")
             continue
-        for column, _ in SOURCE_COLUMNS:
+        for column, _ in ARTICLE_COLUMNS:
             want = row[column]
-            if want == PLACEHOLDER and column != SOURCE_KEY:
+            if want == PLACEHOLDER and column != ARTICLE_KEY:
                 if got[column] is not None or column not in got["unavailable"]:
                     problems.append(f"{where}: {column} should be unavailable (TOAST)")
                 continue
@@ -130,7 +130,7 @@ def _envelope(after: str = '{"article_id":"a"}', source: str = '{"ts_ms":1,"lsn"
 def _row(**fields: str) -> bytes:
     """An envelope whose row holds the given fields as raw JSON text."""
     return _envelope(
-        "{" + ",".join([f'"{SOURCE_KEY}":"a"'] + [f'"{k}":{v}' for k, v in fields.items()]) + "}"
+        "{" + ",".join([f'"{ARTICLE_KEY}":"a"'] + [f'"{k}":{v}' for k, v in fields.items()]) + "}"
     )
 
 

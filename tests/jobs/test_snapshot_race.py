@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from articles import ARTICLE_COLUMNS, KEY
 from reference_fold import Record, fold
 
-from cdc_iceberg.schema import SEQUENCE_ORDERS, SOURCE_COLUMNS
+from cdc_iceberg.schema import SEQUENCE_ORDERS
 
 pytestmark = pytest.mark.integration  # needs the Spark jars on a real local session
 
@@ -63,7 +64,9 @@ def _raw(spark: Any) -> Any:
 def test_a_blocking_snapshot_read_is_ordered_just_before_its_lsn(spark: Any) -> None:
     from jobs.transforms import parse_events
 
-    lsns = {(r.op, r.article_id): r.lsn for r in parse_events(_raw(spark)).collect()}
+    lsns = {
+        (r.op, r.article_id): r.lsn for r in parse_events(_raw(spark), "envelope", KEY).collect()
+    }
 
     assert lsns[("r", "race-1")] == S - 1
     assert lsns[("u", "race-1")] == S
@@ -74,11 +77,11 @@ def test_the_racing_change_wins_over_the_snapshot_read_in_lsn_order(spark: Any) 
     """Under ``CDC_SEQUENCE=ts_ms`` the read's later ``ts_ms`` still wins: see the README."""
     from jobs.transforms import collapse_newest, parse_events, type_columns
 
-    columns = [(n, t) for n, t in SOURCE_COLUMNS if n in ("article_id", "title")]
+    columns = [(n, t) for n, t in ARTICLE_COLUMNS if n in ("article_id", "title")]
     # materialized, as the job's typed batch is (persisted)
-    typed = type_columns(parse_events(_raw(spark)), columns).localCheckpoint()
+    typed = type_columns(parse_events(_raw(spark), "envelope", KEY), columns, KEY).localCheckpoint()
     typed = typed.where("problem IS NULL")
-    newest = collapse_newest(typed, [n for n, _ in columns], SEQUENCE_ORDERS["lsn"])
+    newest = collapse_newest(typed, [n for n, _ in columns], SEQUENCE_ORDERS["lsn"], key=KEY)
     got = {r.article_id: (r.cdc_op, r.title) for r in newest.collect()}
 
     assert got["race-1"] == ("u", "changed while the snapshot waited")

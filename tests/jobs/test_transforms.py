@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from articles import ARTICLE_COLUMNS, ARTICLE_KEY, KEY
 
 from cdc_iceberg.generator import TOAST_PLACEHOLDER
-from cdc_iceberg.schema import SOURCE_COLUMNS
 
 pytestmark = pytest.mark.integration  # needs the Spark jars on a real local session
 
@@ -49,7 +49,7 @@ def test_parse_with_and_without_wrapper(spark: Any) -> None:
             (b'{"article_id": "a"}', None),
         ],
     )
-    rows = parse_events(raw).orderBy("offset").collect()
+    rows = parse_events(raw, "envelope", KEY).orderBy("offset").collect()
     assert [(r.op, r.ts_ms, r.lsn, r.article_id, r.problem) for r in rows[:2]] == [
         ("c", 10, 100, "a", None),
         ("u", 11, 101, "a", None),
@@ -61,7 +61,9 @@ def test_parse_with_and_without_wrapper(spark: Any) -> None:
 def test_delete_takes_key_from_before_image(spark: Any) -> None:
     from jobs.transforms import parse_events
 
-    rows = parse_events(_raw(spark, [(None, _value("d", "gone", 5, 50))])).collect()
+    rows = parse_events(
+        _raw(spark, [(None, _value("d", "gone", 5, 50))]), "envelope", KEY
+    ).collect()
     assert (rows[0].op, rows[0].article_id, rows[0].problem) == ("d", "gone", None)
 
 
@@ -92,7 +94,9 @@ def test_delete_takes_key_from_before_image(spark: Any) -> None:
 def test_problems_are_named(spark: Any, value: bytes, problem: str) -> None:
     from jobs.transforms import parse_events
 
-    assert parse_events(_raw(spark, [(None, value)])).collect()[0].problem == problem
+    assert (
+        parse_events(_raw(spark, [(None, value)]), "envelope", KEY).collect()[0].problem == problem
+    )
 
 
 def test_typing_flags_misfits_and_toast(spark: Any) -> None:
@@ -106,7 +110,11 @@ def test_typing_flags_misfits_and_toast(spark: Any) -> None:
             (None, _value("u", "a", 3, 3, body=TOAST_PLACEHOLDER, word_count=13)),
         ],
     )
-    rows = type_columns(parse_events(raw), SOURCE_COLUMNS).orderBy("offset").collect()
+    rows = (
+        type_columns(parse_events(raw, "envelope", KEY), ARTICLE_COLUMNS, KEY)
+        .orderBy("offset")
+        .collect()
+    )
     assert rows[0].word_count == 12 and rows[0].problem is None
     assert rows[0].published_at == datetime(2026, 1, 2, 3, 4, 5, 500000)
     assert "column word_count: value 'a dozen' does not fit type int" in rows[1].problem
@@ -125,9 +133,9 @@ def test_collapse_keeps_newest_by_whole_tuple_and_fills_toast(spark: Any) -> Non
             (None, _value("u", "b", 7, 7, title="only", body=TOAST_PLACEHOLDER)),
         ],
     )
-    typed = type_columns(parse_events(raw), SOURCE_COLUMNS)
-    names = [n for n, _ in SOURCE_COLUMNS]
-    rows = {r.article_id: r for r in collapse_newest(typed, names).collect()}
+    typed = type_columns(parse_events(raw, "envelope", KEY), ARTICLE_COLUMNS, KEY)
+    names = [n for n, _ in ARTICLE_COLUMNS]
+    rows = {r.article_id: r for r in collapse_newest(typed, names, key=KEY).collect()}
     assert rows["a"].title == "third" and rows["a"].lsn == 30
     assert rows["a"].body == "newer text" and rows["a"].unavailable == []
     assert rows["a"]._events == 3
@@ -153,7 +161,6 @@ def _changes_for_parts() -> list[tuple[str, str, int, str | None]]:
 def _collapsed_both_ways(spark: Any, changes: list[Any], toasted: set[str] | None) -> Any:
     from pyspark.sql import functions as F
 
-    from cdc_iceberg.schema import SOURCE_KEY
     from jobs.transforms import (
         collapse_newest,
         combine_newest,
@@ -166,16 +173,19 @@ def _collapsed_both_ways(spark: Any, changes: list[Any], toasted: set[str] | Non
     for op, key, seq, body in changes:
         row = {} if op == "d" else {"title": f"{key}{seq}", "body": body}
         values.append((None, _value(op, key, 1000 + seq, seq, **row)))
-    typed = type_columns(parse_events(_raw(spark, values)), SOURCE_COLUMNS).cache()
-    names = [n for n, _ in SOURCE_COLUMNS]
+    typed = type_columns(
+        parse_events(_raw(spark, values), "envelope", KEY), ARTICLE_COLUMNS, KEY
+    ).cache()
+    names = [n for n, _ in ARTICLE_COLUMNS]
     # each key's changes split over two parts, as over Kafka partitions in the job
-    parts = typed.groupBy((F.col("offset") % 2).alias("part"), SOURCE_KEY).agg(
-        *newest_aggregates(names, toasted=toasted)
+    parts = typed.groupBy((F.col("offset") % 2).alias("part"), ARTICLE_KEY).agg(
+        *newest_aggregates(names, toasted=toasted, key=KEY)
     )
     combined = {
-        r.article_id: r.asDict() for r in combine_newest(parts, names, toasted=toasted).collect()
+        r.article_id: r.asDict()
+        for r in combine_newest(parts, names, toasted=toasted, key=KEY).collect()
     }
-    reference = {r.article_id: r.asDict() for r in collapse_newest(typed, names).collect()}
+    reference = {r.article_id: r.asDict() for r in collapse_newest(typed, names, key=KEY).collect()}
     return combined, reference
 
 
@@ -208,11 +218,15 @@ def test_whole_rows_equal_the_collapse_in_a_batch_without_toast(spark: Any) -> N
 def test_a_drivers_expressions_are_built_once_and_serve_every_batch(spark: Any) -> None:
     from jobs.transforms import _parse_projections, parse_events, reused
 
-    envelope = reused(_parse_projections, "envelope")
-    assert reused(_parse_projections, "envelope") is envelope
-    assert reused(_parse_projections, "flattened") is not envelope
+    envelope = reused(_parse_projections, "envelope", KEY)
+    assert reused(_parse_projections, "envelope", KEY) is envelope
+    assert reused(_parse_projections, "flattened", KEY) is not envelope
     # the same expressions parse two batches, each its own records
-    first = parse_events(_raw(spark, [(None, _value("c", "a", 10, 100, title="x"))]))
-    second = parse_events(_raw(spark, [(None, _value("u", "b", 11, 101, title="y"))]))
+    first = parse_events(
+        _raw(spark, [(None, _value("c", "a", 10, 100, title="x"))]), "envelope", KEY
+    )
+    second = parse_events(
+        _raw(spark, [(None, _value("u", "b", 11, 101, title="y"))]), "envelope", KEY
+    )
     assert [(r.op, r.article_id) for r in first.collect()] == [("c", "a")]
     assert [(r.op, r.article_id) for r in second.collect()] == [("u", "b")]
