@@ -110,14 +110,24 @@ class PipelinesConfig:
             seen[table.iceberg_table] = table.topic
         return out
 
-    def for_source(self, source: str, topics: Iterable[str] = ()) -> TableConfig:
-        """The table named ``source`` (schema.table); PipelinesError if none is configured."""
+    def find(self, name: str, topics: Iterable[str] = ()) -> TableConfig:
+        """The table named ``name``: its source (schema.table) or its Iceberg table."""
         tables = self.resolve(topics)
         for table in tables:
-            if table.source == source:
+            if name in (table.source, table.iceberg_table):
                 return table
-        known = ", ".join(t.source for t in tables) or "none"
-        raise PipelinesError(f"no table {source!r} is configured (configured: {known})")
+        known = ", ".join(t.iceberg_table for t in tables) or "none"
+        raise PipelinesError(f"no table {name[:260]!r} is configured (configured: {known})")
+
+    def table_settings(
+        self, base: Settings, name: str | None = None, topics: Iterable[str] = ()
+    ) -> Settings:
+        """``base`` for the table ``name`` (see :meth:`find`); without a name, for the table
+        of ``base.kafka_topic`` if one is configured, else ``base`` as it is."""
+        if name:
+            return self.find(name, topics).settings(base)
+        entry = next((t for t in self.resolve(topics) if t.topic == base.kafka_topic), None)
+        return entry.settings(base) if entry else base
 
     def for_topic(self, topic: str) -> TableConfig | None:
         return next((t for t in self.tables if t.topic == topic), None)

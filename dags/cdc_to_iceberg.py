@@ -1,13 +1,21 @@
 """
 ### cdc_to_iceberg
 
-Keeps the Iceberg table `articles` exactly in step with Postgres `public.articles`
-through the Debezium topic `neuronews.public.articles`.
+Keeps every table of `pipelines.yaml` (`CDC_PIPELINES_FILE`) exactly in step
+with its Postgres table, through its Debezium topic.
 
-Every run: **drain** (one `availableNow` Spark drain, skipped without starting
-Spark when Kafka holds nothing new) -> **validate** (no duplicate or null keys,
-no new dead letters, freshness, batch metrics) -> **consumer_lag** (the group's
-lag per partition under a threshold; reschedules instead of holding a slot).
+Every run: **tables** (the configured tables, topics matching the file's
+pattern included) -> **drain** (one Spark application, one `availableNow`
+drain per table, skipped without starting Spark when Kafka holds nothing new)
+-> **validate** (one mapped task per table: no duplicate or null keys, no new
+dead letters, freshness, batch metrics) -> **consumer_lag** (one mapped task
+per table: the group's lag per partition under a threshold; reschedules
+instead of holding a slot). A table that failed the drain fails its own
+validation; the others are validated all the same.
+
+Each Iceberg table named in `pipelines.yaml` is an Airflow Asset
+(`iceberg://<catalog>/<namespace>/<table>`) the drain updates, so downstream
+DAGs can be scheduled on it.
 
 One writer per table: `max_active_runs=1` and the `cdc_iceberg_writer` pool,
 which the backfill, reset and maintenance DAGs share.
@@ -20,11 +28,24 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag
+from airflow.sdk import Asset, dag, task
 from cdc_airflow.operators import CdcDrainOperator, CdcValidateOperator
 from cdc_airflow.sensors import KafkaLagSensor
 
+from cdc_iceberg import pipelines
+from cdc_iceberg.settings import Settings
+
 WRITER_POOL = "cdc_iceberg_writer"
+
+
+def table_assets(settings: Settings) -> list[Asset]:
+    """An Asset per Iceberg table the pipelines file names (read at parse time, no Kafka)."""
+    config = pipelines.load(settings.pipelines_file)
+    catalog = settings.iceberg_catalog_name
+    return [
+        Asset(name=t.iceberg_table, uri=f"iceberg://{catalog}/{t.iceberg_table.replace('.', '/')}")
+        for t in config.tables
+    ]
 
 
 @dag(
@@ -43,12 +64,24 @@ WRITER_POOL = "cdc_iceberg_writer"
     },
 )
 def cdc_to_iceberg() -> None:
-    drain = CdcDrainOperator(task_id="drain", pool=WRITER_POOL)
-    validate = CdcValidateOperator(task_id="validate", drain_task_id="drain")
-    lag = KafkaLagSensor(
-        task_id="consumer_lag", max_lag=1000, poke_interval=30, timeout=600, retries=0
+    @task
+    def tables() -> list[str]:
+        """The Iceberg tables this run drains (a topic new since the last run included)."""
+        from cdc_airflow.hooks import CdcKafkaHook
+
+        return CdcKafkaHook().configured_tables()
+
+    names = tables()
+    drain = CdcDrainOperator(
+        task_id="drain", tables="all", pool=WRITER_POOL, outlets=table_assets(Settings.from_env())
     )
-    drain >> validate >> lag
+    validate = CdcValidateOperator.partial(
+        task_id="validate", drain_task_id="drain", trigger_rule="all_done"
+    ).expand(table=names)
+    lag = KafkaLagSensor.partial(
+        task_id="consumer_lag", max_lag=1000, poke_interval=30, timeout=600, retries=0
+    ).expand(table=names)
+    names >> drain >> validate >> lag
 
 
 cdc_to_iceberg()

@@ -55,7 +55,7 @@ def configured_tables(
     found = config.resolve(kafka_offsets.topics(settings) if config.topics else ())
     if not names:
         return found
-    return tuple(config.for_source(name, [t.topic for t in found]) for name in names)
+    return tuple(config.find(name, [t.topic for t in found]) for name in names)
 
 
 def drain_tables(

@@ -43,6 +43,29 @@ class CdcKafkaHook(BaseHook):
             mask_secret(settings.kafka_sasl_password, "kafka_sasl_password")
         return settings
 
+    def table_settings(self, table: str | None = None) -> Settings:
+        """:meth:`settings` for a table of ``CDC_PIPELINES_FILE`` (its source or Iceberg
+        name; by default the table of ``KAFKA_TOPIC``), with its own topic and checkpoint.
+
+        A name the file does not configure is refused (``PipelinesError``), so a
+        form's text never reaches Spark unchecked.
+        """
+        from cdc_iceberg import kafka_offsets, pipelines
+
+        base = self.settings()
+        config = pipelines.load(base.pipelines_file)
+        topics = kafka_offsets.topics(base) if config.topics else ()
+        return config.table_settings(base, table, topics)
+
+    def configured_tables(self) -> list[str]:
+        """The Iceberg tables of ``CDC_PIPELINES_FILE``, topics matching its pattern included."""
+        from cdc_iceberg import kafka_offsets, pipelines
+
+        base = self.settings()
+        config = pipelines.load(base.pipelines_file)
+        topics = kafka_offsets.topics(base) if config.topics else ()
+        return [t.iceberg_table for t in config.resolve(topics)]
+
     def _settings(self) -> Settings:
         base = self._base or Settings.from_env()
         try:
@@ -70,3 +93,15 @@ class CdcKafkaHook(BaseHook):
         except Exception as error:
             return False, str(error)
         return True, f"topic has {len(ends)} partitions"
+
+
+def settings_for_table(hook: CdcKafkaHook, table: str | None) -> Settings:
+    """``hook.table_settings(table)``, an unknown table failing the task without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from cdc_iceberg.pipelines import PipelinesError
+
+    try:
+        return hook.table_settings(table or None)
+    except PipelinesError as error:
+        raise AirflowFailException(str(error)) from None

@@ -16,7 +16,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from cdc_airflow.hooks import CdcKafkaHook
+from cdc_airflow.hooks import CdcKafkaHook, settings_for_table
 from cdc_iceberg.settings import PROJECT_ROOT, Settings, SettingsError
 
 JOBS = PROJECT_ROOT / "jobs"
@@ -158,14 +158,20 @@ class _SparkJobOperator(SparkSubmitOperator):
 class CdcDrainOperator(_SparkJobOperator):
     """One availableNow drain of the topic into the table, as a spark-submit.
 
-    Before paying for a Spark start it compares the topic's end offsets with
-    the offsets the table records: when nothing is new the task ends at once.
-    Returns (XCom) the batch metrics the job recorded in the snapshot summaries.
+    With ``tables`` (``"all"``, or source tables separated by commas) one
+    spark-submit drains those tables of ``CDC_PIPELINES_FILE``, each with its
+    own checkpoint (``jobs.drain_tables``).
+
+    Before paying for a Spark start it compares the topics' end offsets with
+    the offsets the tables record: when nothing is new the task ends at once.
+    Returns (XCom) the batch metrics the job recorded in the snapshot summaries
+    (per table under ``tables`` for a drain of many).
     """
 
     template_fields: Sequence[str] = (
         *SparkSubmitOperator.template_fields,
         "table",
+        "tables",
         "pipeline_id",
         "checkpoint_location",
         "starting_offsets",
@@ -182,9 +188,11 @@ class CdcDrainOperator(_SparkJobOperator):
         stop_offsets: str | None = None,
         dry_run: bool | str = False,
         skip_when_idle: bool = True,
+        tables: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.tables = tables
         self.pipeline_id = pipeline_id
         self.checkpoint_location = checkpoint_location
         self.starting_offsets = starting_offsets
@@ -204,6 +212,8 @@ class CdcDrainOperator(_SparkJobOperator):
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
+        if self.tables:
+            return self._execute_tables(context)
         from cdc_iceberg import kafka_offsets, table_state
 
         settings = self.job_settings()
@@ -234,17 +244,7 @@ class CdcDrainOperator(_SparkJobOperator):
         before = table_state.current_snapshot_id(settings)
         self.submit(context, settings, args)
         batches = table_state.batches_since(settings, before)
-        totals: dict[str, int] = {}
-        for batch in batches:
-            for key in (
-                "events_in",
-                "dead_lettered",
-                "collapsed_in_batch",
-                "inserted",
-                "updated",
-                "deleted",
-            ):
-                totals[key] = totals.get(key, 0) + int(batch.get(key, 0) or 0)
+        totals = _totals(batches)
         result = {
             "skipped": False,
             "dry_run": dry_run,
@@ -257,6 +257,97 @@ class CdcDrainOperator(_SparkJobOperator):
         }
         self.log.info("drain: %s", json.dumps(totals))
         return result
+
+    def _execute_tables(self, context: Any) -> dict[str, Any]:
+        """One spark-submit for the configured tables; per table what it committed."""
+        from cdc_iceberg import kafka_offsets, pipelines, table_state
+
+        hook = CdcKafkaHook(self.kafka_conn_id)
+        base = hook.settings()
+        started_ms = int(time.time() * 1000)
+        dry_run = flag(self.dry_run, "dry_run", default=False)
+        try:
+            config = pipelines.load(base.pipelines_file)
+            resolved = config.resolve(kafka_offsets.topics(base) if config.topics else ())
+            which = str(self.tables).strip()
+            if which != "all":
+                resolved = tuple(
+                    config.find(n.strip(), [t.topic for t in resolved])
+                    for n in which.split(",")
+                    if n.strip()
+                )
+        except pipelines.PipelinesError as error:
+            raise AirflowFailException(str(error)) from None
+        tables = {t.iceberg_table: t.settings(base) for t in resolved}
+        before: dict[str, Any] = {}
+        pending = 0
+        existing = set(kafka_offsets.topics(base))
+        for name, settings in tables.items():
+            before[name] = table_state.current_snapshot_id(settings)
+            if settings.kafka_topic not in existing:
+                continue
+            end = kafka_offsets.end_offsets(settings)
+            recorded = table_state.committed_offsets(settings)
+            pending += sum((kafka_offsets.lag(end, recorded) if recorded else end).values())
+        skipped = self.skip_when_idle and pending == 0
+        if skipped:
+            self.log.info("nothing new in the topics of %d tables: Spark not started", len(tables))
+        else:
+            args = ["--tables", which if which != "all" else "all"]
+            if dry_run:
+                args.append("--dry-run")
+            try:
+                self.submit(context, base, args)
+            finally:
+                # what each table committed, also when some table failed the run
+                per_table = self._per_table(tables, before, skipped)
+        if skipped:
+            per_table = self._per_table(tables, before, skipped)
+        batches = [b for t in per_table.values() for b in t["batches"]]
+        totals = _totals(batches)
+        self.log.info("drain of %d tables: %s", len(tables), json.dumps(totals))
+        return {
+            "skipped": skipped,
+            "dry_run": dry_run,
+            "started_ms": started_ms,
+            "batches": batches,
+            "totals": totals,
+            "tables": per_table,
+        }
+
+    @staticmethod
+    def _per_table(
+        tables: dict[str, Settings], before: dict[str, Any], skipped: bool
+    ) -> dict[str, Any]:
+        from cdc_iceberg import table_state
+
+        out: dict[str, Any] = {}
+        for name, settings in tables.items():
+            batches = [] if skipped else table_state.batches_since(settings, before[name])
+            out[name] = {
+                "skipped": skipped,
+                "batches": batches,
+                "totals": _totals(batches),
+                "table_offsets": {
+                    str(p): o for p, o in table_state.committed_offsets(settings).items()
+                },
+            }
+        return out
+
+
+def _totals(batches: Sequence[dict[str, Any]]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for batch in batches:
+        for key in (
+            "events_in",
+            "dead_lettered",
+            "collapsed_in_batch",
+            "inserted",
+            "updated",
+            "deleted",
+        ):
+            totals[key] = totals.get(key, 0) + int(batch.get(key, 0) or 0)
+    return totals
 
 
 class CdcValidateOperator(BaseOperator):
@@ -290,8 +381,13 @@ class CdcValidateOperator(BaseOperator):
         from cdc_iceberg import table_state
         from cdc_iceberg.checks import validate
 
-        settings = _with_table(CdcKafkaHook(self.kafka_conn_id).settings(), self.table)
+        settings = settings_for_table(CdcKafkaHook(self.kafka_conn_id), self.table)
         drain = context["ti"].xcom_pull(task_ids=self.drain_task_id) or {}
+        if "tables" in drain:  # a drain of every table: this table's part of it
+            drain = {
+                "started_ms": drain.get("started_ms"),
+                **(drain["tables"].get(settings.iceberg_table) or {}),
+            }
         since_ms = int(drain.get("started_ms") or time.time() * 1000)
         if not table_state.table_exists(settings):
             raise AirflowFailException(
@@ -356,7 +452,7 @@ class CdcResetOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from cdc_iceberg import reset
 
-        settings = _with_table(CdcKafkaHook(self.kafka_conn_id).settings(), self.table)
+        settings = settings_for_table(CdcKafkaHook(self.kafka_conn_id), self.table)
         # a reset changes state: anything but a clear "false" keeps it a dry run
         dry_run = flag(self.dry_run, "dry_run", default=True)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from articles import ARTICLES, write_pipelines
 from reference_fold import fold
 from support import (
     assert_ranges_tile,
@@ -19,10 +21,12 @@ from support import (
     send,
     snapshots,
 )
+from tables import ORDER_LINES_FOLD, publish
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.generator import ArticleSource
 from cdc_iceberg.settings import Settings
+from cdc_iceberg.table_generator import ORDER_LINES, TableSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
@@ -78,7 +82,12 @@ def test_scheduled_run_drains_validates_and_then_skips_spark(
 
     run = dag.test()
 
-    assert _states(run) == {"drain": "success", "validate": "success", "consumer_lag": "success"}
+    assert _states(run) == {
+        "tables": "success",
+        "drain": "success",
+        "validate": "success",
+        "consumer_lag": "success",
+    }
     assert_table_equals_fold(settings, fold(records).rows)
     drained = _xcom(airflow_db, run, "drain")
     assert drained["skipped"] is False
@@ -93,6 +102,51 @@ def test_scheduled_run_drains_validates_and_then_skips_spark(
     assert _states(idle)["drain"] == "success"
     assert _xcom(airflow_db, idle, "drain")["skipped"] is True
     assert snapshots(settings) == before
+
+
+def test_scheduled_run_drains_every_table_and_validates_each(
+    airflow_db: Path, pipeline: Settings, work_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = "d" + pipeline.pipeline_id.removeprefix("group_t")
+    lines = TableSource(dataclasses.replace(ORDER_LINES, schema=schema), seed=86)
+    path = write_pipelines(
+        work_dir / "pipelines" / f"{schema}-dag.yaml",
+        {
+            "public.articles": {
+                "topic": pipeline.kafka_topic,
+                "iceberg_table": pipeline.iceberg_table,
+                "schema": ARTICLES.to_declared(),
+            },
+            f"{schema}.order_lines": {},
+        },
+    )
+    settings = pipeline.replace(pipelines_file=path)
+    for key, value in settings.to_env().items():
+        monkeypatch.setenv(key, value)
+    articles = send(settings, ArticleSource(seed=87).random_history(300, 40))
+    line_records = publish(settings.replace(kafka_topic=lines.topic), lines.random_history(300, 40))
+
+    run = _dag("cdc_to_iceberg").test()
+
+    instances = sorted((ti.task_id, ti.map_index, str(ti.state)) for ti in run.get_task_instances())
+    assert instances == [
+        ("consumer_lag", 0, "success"),
+        ("consumer_lag", 1, "success"),
+        ("drain", -1, "success"),
+        ("tables", -1, "success"),
+        ("validate", 0, "success"),
+        ("validate", 1, "success"),
+    ]
+    assert_table_equals_fold(settings, fold(articles).rows)
+    lines_table = settings.replace(
+        kafka_topic=lines.topic, iceberg_table=f"neuronews.{schema}_order_lines"
+    )
+    assert_table_equals_fold(
+        lines_table, fold(line_records, table=ORDER_LINES_FOLD).rows, ORDER_LINES_FOLD
+    )
+    drained = _xcom(airflow_db, run, "drain")
+    assert set(drained["tables"]) == {settings.iceberg_table, lines_table.iceberg_table}
+    assert drained["totals"]["events_in"] == len(articles) + len(line_records)
 
 
 def test_backfill_dry_run_then_from_earliest_into_the_live_table(
@@ -160,7 +214,8 @@ def test_each_reset_scope_leaves_a_state_the_next_run_completes_exactly(
         }
     )
     assert _states(done)["reset"] == "success"
-    checkpoint = Path(settings.checkpoint_location)
+    # each table of the pipelines file has its checkpoint under CHECKPOINT_LOCATION
+    checkpoint = Path(settings.checkpoint_location) / settings.iceberg_table
     assert not checkpoint.exists()
     assert list(checkpoint.parent.glob(checkpoint.name + ".archived-*")), "archived, not deleted"
     if scope == "full-rebuild":
@@ -169,7 +224,12 @@ def test_each_reset_scope_leaves_a_state_the_next_run_completes_exactly(
     records += send(settings, source.random_history(150, 60))
     after = scheduled.test()
 
-    assert _states(after) == {"drain": "success", "validate": "success", "consumer_lag": "success"}
+    assert _states(after) == {
+        "tables": "success",
+        "drain": "success",
+        "validate": "success",
+        "consumer_lag": "success",
+    }
     assert_table_equals_fold(settings, fold(records).rows)
     end = kafka_offsets.end_offsets(settings)
     assert kafka_offsets.committed_offsets(settings) == end

@@ -93,9 +93,9 @@ def test_a_topic_pattern_adds_the_topics_no_entry_names() -> None:
         ("public.order_lines", "neuronews.order_lines"),
         ("public.typed_rows", "neuronews.typed_rows"),
     ]
-    assert config.for_source("public.typed_rows", topics).topic == "neuronews.public.typed_rows"
+    assert config.find("public.typed_rows", topics).topic == "neuronews.public.typed_rows"
     with pytest.raises(PipelinesError, match=r"no table 'public\.nope' is configured"):
-        config.for_source("public.nope", topics)
+        config.find("public.nope", topics)
 
 
 def test_two_topics_for_one_iceberg_table_are_refused() -> None:
@@ -123,3 +123,15 @@ def test_each_table_has_settings_of_its_own() -> None:
 
 def test_iceberg_names_are_identifiers() -> None:
     assert iceberg_name("public.Order Lines", "ns") == "ns.Order_Lines"
+
+
+def test_table_settings_by_either_name_and_for_the_environments_topic() -> None:
+    config = parse({"tables": {"public.a": {}}}, "f.yaml")
+    base = Settings(checkpoint_location="/c", kafka_topic="neuronews.public.a")
+    by_source = config.table_settings(base, "public.a")
+    assert by_source == config.table_settings(base, "neuronews.a") == config.table_settings(base)
+    assert by_source.checkpoint_location == "/c/neuronews.a"
+    other = base.replace(kafka_topic="neuronews.public.z")
+    assert config.table_settings(other) == other  # not configured: the environment's table
+    with pytest.raises(PipelinesError, match=r"configured: neuronews\.a"):
+        config.table_settings(base, "neuronews.b")
