@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -340,6 +341,9 @@ def unavailable_in(summary: Mapping[str, str] | None) -> frozenset[str]:
     return frozenset(names)
 
 
+_NAMESPACE_LOCK = threading.Lock()
+
+
 class IcebergTables:
     """The three tables of one pipeline, through Spark SQL.
 
@@ -366,10 +370,14 @@ class IcebergTables:
         namespaces = {
             t.split(".")[0] for t in (self.settings.iceberg_table, self.settings.iceberg_dlq_table)
         }
-        for namespace in sorted(namespaces):
-            self.spark.sql(
-                f"CREATE NAMESPACE IF NOT EXISTS {self.settings.iceberg_catalog_name}.{namespace}"
-            )
+        # tables drained at once in one application (jobs.drain_tables) share namespaces:
+        # the JDBC catalog's IF NOT EXISTS is a check, then an insert that a twin can beat
+        with _NAMESPACE_LOCK:
+            for namespace in sorted(namespaces):
+                self.spark.sql(
+                    f"CREATE NAMESPACE IF NOT EXISTS "
+                    f"{self.settings.iceberg_catalog_name}.{namespace}"
+                )
         mode = self.settings.iceberg_write_mode
         if not self.exists(self.live):
             if self.given is None:

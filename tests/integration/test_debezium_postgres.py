@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 from articles import ARTICLE_KEY
 
-from cdc_iceberg import kafka_offsets
+from cdc_iceberg import kafka_offsets, pipelines
 from cdc_iceberg.local.connect import (
     ConnectWorker,
     PostgresSource,
@@ -785,3 +785,284 @@ def test_primary_key_change_of_a_toasted_row(defect_run: DefectRun) -> None:
 def test_floating_point_columns_added_mid_stream(defect_run: DefectRun) -> None:
     """``double precision`` and ``real`` columns must arrive as double and float."""
     defect_run.capture.assert_tables_agree("num-")
+
+
+# -- any table: composite keys and Postgres types, through real Debezium --------------
+
+ANY_TABLES_DDL = """\
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE order_lines (
+    order_id   bigint,
+    line_no    integer,
+    sku        text NOT NULL,
+    quantity   integer NOT NULL,
+    unit_price numeric(12,2),
+    note       text,
+    PRIMARY KEY (order_id, line_no)
+);
+CREATE TABLE typed_rows (
+    id        uuid PRIMARY KEY,
+    c_small   smallint,
+    c_big     bigint,
+    c_bool    boolean,
+    c_real    real,
+    c_double  double precision,
+    c_num     numeric(10,2),
+    c_wide    numeric(38,10),
+    c_free    numeric,
+    c_money   money,
+    c_date    date,
+    c_time    time,
+    c_ts      timestamp,
+    c_tstz    timestamptz,
+    c_iv      interval,
+    c_json    json,
+    c_jsonb   jsonb,
+    c_xml     xml,
+    c_mood    mood,
+    c_char    char(6),
+    c_bytea   bytea,
+    c_inet    inet,
+    c_ints    integer[],
+    c_texts   text[],
+    c_nums    numeric(10,2)[],
+    c_big_text text
+);
+"""
+
+
+def _typed_row(i: int) -> str:
+    uid = f"00000000-0000-4000-8000-{i:012d}"
+    return (
+        "INSERT INTO typed_rows VALUES ("
+        f"'{uid}', {i % 300 - 150}, {i * 10_000_000_007}, {str(i % 2 == 0).lower()}, "
+        f"{i}.25, {i}.000001, {i}.05, 12345678901234567890.{i:010d}, "
+        f"{'-' if i % 3 else ''}{i}.{'0' * (i % 7)}1, {i}.99, "
+        f"DATE '2026-01-01' + {i}, TIME '10:11:12.123456' + interval '{i} minutes', "
+        f"TIMESTAMP '2026-03-04 05:06:07.654321' + interval '{i} seconds', "
+        f"TIMESTAMPTZ '2026-03-04 05:06:07.5+02' + interval '{i} hours', "
+        f"interval '{i} days 3 hours', "
+        f'\'{{"a": {i}, "b": [1, 2]}}\', \'{{"z": "ü{i}", "a": null}}\', '
+        f"'<r n=\"{i}\"/>', '{['sad', 'ok', 'happy'][i % 3]}', 'c{i}', "
+        f"'\\x{i:04x}ff00', '10.0.{i % 250}.1/24', "
+        f"ARRAY[{i}, NULL, -{i}], ARRAY['x{i}', 'y, \"z\"'], ARRAY[{i}.10, 0.01]::numeric(10,2)[], "
+        f"{big(i)});"
+    )
+
+
+def _decimal(value: Any) -> Any:
+    from decimal import Decimal
+
+    return None if value is None else Decimal(str(value))
+
+
+def _json_text(value: Any) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _pg_list(value: Any) -> Any:
+    return None if value is None else [_decimal(v) for v in value]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# column -> (Postgres expression, its value as Python, the Iceberg value as Python)
+TYPED_COMPARISON: dict[str, tuple[str, Any, Any]] = {
+    **{
+        c: (c, _same, _same)
+        for c in (
+            "c_small",
+            "c_big",
+            "c_bool",
+            "c_real",
+            "c_double",
+            "c_xml",
+            "c_mood",
+            "c_char",
+            "c_inet",
+            "c_ints",
+            "c_texts",
+            "c_big_text",
+        )
+    },
+    "c_num": ("c_num::text", _decimal, _same),
+    "c_wide": ("c_wide::text", _decimal, _same),
+    "c_free": ("c_free::text", _decimal, _decimal),
+    "c_money": ("c_money::numeric::text", _decimal, _same),
+    "c_nums": ("c_nums::text[]", _pg_list, _same),
+    "c_date": ("c_date", lambda v: v and datetime.fromisoformat(v).date(), _same),
+    "c_time": ("(extract(epoch from c_time) * 1000000)::bigint", _same, _same),
+    "c_ts": ("c_ts", lambda v: v and datetime.fromisoformat(v), _same),
+    "c_tstz": (
+        "c_tstz",
+        lambda v: v and datetime.fromisoformat(v).astimezone(UTC),
+        lambda v: v and v.astimezone(UTC),
+    ),
+    "c_iv": ("(extract(epoch from c_iv) * 1000000)::bigint", _same, _same),
+    "c_json": ("c_json", _same, _json_text),
+    "c_jsonb": ("c_jsonb", _same, _json_text),
+    "c_bytea": ("c_bytea", lambda v: v and bytes.fromhex(v[2:]), _same),
+    "c_added": ("c_added::text", _decimal, _same),
+}
+
+
+def _table_differences(
+    postgres: PostgresServer,
+    database: str,
+    settings: Settings,
+    table: str,
+    key: tuple[str, ...],
+    comparison: dict[str, tuple[str, Any, Any]],
+) -> list[str]:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    select = ", ".join([*key, *(f"{expr} AS {c}" for c, (expr, _, _) in comparison.items())])
+    expected = {
+        tuple(r[k] for k in key): {c: comparison[c][1](r[c]) for c in comparison}
+        for r in postgres.query(f"SELECT {select} FROM {table}", database=database)
+    }
+    catalog = SqlCatalog(
+        settings.iceberg_catalog_name,
+        uri=settings.iceberg_catalog_uri,
+        warehouse=settings.iceberg_warehouse,
+    )
+    rows = catalog.load_table(settings.iceberg_table).scan().to_arrow().to_pylist()
+    actual = {
+        tuple(r[k] for k in key): {c: comparison[c][2](r.get(c)) for c in comparison} for r in rows
+    }
+    problems = [f"missing in Iceberg: {k}" for k in sorted(expected.keys() - actual.keys())]
+    problems += [f"not in Postgres: {k}" for k in sorted(actual.keys() - expected.keys())]
+    for k in sorted(expected.keys() & actual.keys()):
+        for c in comparison:
+            if expected[k][c] != actual[k][c]:
+                problems.append(
+                    f"{table}{k}.{c}: postgres {_short(expected[k][c])} "
+                    f"!= iceberg {_short(actual[k][c])}"
+                )
+    return problems
+
+
+def _wait_stable(settings: Settings, topics: list[str], counts: dict[str, int]) -> None:
+    """Wait until each topic holds at least ``counts`` records and stops growing."""
+    deadline = time.monotonic() + 240
+    previous: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        try:
+            now = {t: sum(kafka_offsets.end_offsets(settings, t).values()) for t in topics}
+        except kafka_offsets.TopicMissingError:  # Connect creates it with the first record
+            now = {}
+        if now and all(now[t] >= counts[t] for t in topics) and now == previous:
+            return
+        previous = now
+        time.sleep(2)
+    raise TimeoutError(f"Debezium did not deliver {counts} records to {topics}: {previous}")
+
+
+def test_composite_keys_and_every_type_match_postgres(
+    spark: Any, postgres: PostgresServer, connect: ConnectWorker, pipeline: Settings, work_dir: Path
+) -> None:
+    """Tables with a composite key and with the Postgres types, schema from the events:
+    inserts, updates, deletes, a key change, TOAST and a column added mid-stream."""
+    from articles import write_pipelines
+
+    from jobs.drain_tables import configured_tables, drain_tables
+
+    name = pipeline.iceberg_table.split(".")[1]
+    database, prefix = f"cdc_any_{name}", f"pg_any_{name}"
+    postgres.ensure_database(database)
+    connector = f"any-{name}"
+    try:
+        postgres.sql(ANY_TABLES_DDL, database=database)
+        rows = "".join(_typed_row(i) for i in range(1, 13))
+        lines = "".join(
+            f"INSERT INTO order_lines VALUES ({o}, {n}, 'sku-{o}-{n}', {n}, {o}.{n:02d}, "
+            f"{lit('note ' * n) if n % 2 else 'NULL'});"
+            for o in range(1, 6)
+            for n in range(1, 4)
+        )
+        postgres.sql(rows + lines, database=database)  # read by the snapshot
+        source = PostgresSource(
+            host=postgres.host,
+            port=postgres.port,
+            user=postgres.user,
+            password=postgres.password,
+            database=database,
+        )
+        config = connector_config(
+            connector,
+            source,
+            topic_prefix=prefix,
+            partitions=PARTITIONS,
+            extra={"table.include.list": "public.order_lines,public.typed_rows"},
+        )
+        connect.register(connector, config)
+        connect.wait_running(connector)
+        postgres.sql(
+            "".join(_typed_row(i) for i in range(13, 20))
+            + "UPDATE typed_rows SET c_num = c_num + 1, c_jsonb = '{\"k\": [true, 1.5]}' "
+            "WHERE c_small % 2 = 0;"  # c_big_text unchanged: TOAST placeholder
+            + "DELETE FROM typed_rows WHERE id = '00000000-0000-4000-8000-000000000003';"
+            + "UPDATE order_lines SET quantity = quantity * 10 WHERE order_id = 2;"
+            + "DELETE FROM order_lines WHERE order_id = 3 AND line_no = 2;"
+            + "UPDATE order_lines SET line_no = 9 WHERE order_id = 1 AND line_no = 1;"
+            + "UPDATE typed_rows SET id = '00000000-0000-4000-8000-000000000099' "
+            "WHERE id = '00000000-0000-4000-8000-000000000004';"  # key change, TOAST kept
+            + "ALTER TABLE typed_rows ADD COLUMN c_added numeric(8,3);"
+            + "UPDATE typed_rows SET c_added = 12.345 WHERE c_small % 3 = 0;"
+            + "UPDATE typed_rows SET c_ints = ARRAY[7], c_free = NULL "
+            "WHERE id = '00000000-0000-4000-8000-000000000005';",
+            database=database,
+        )
+        topics = [f"{prefix}.public.order_lines", f"{prefix}.public.typed_rows"]
+        _wait_stable(pipeline, topics, {topics[0]: 15 + 5, topics[1]: 19 + 10})
+
+        path = write_pipelines(work_dir / "pipelines" / f"{name}-any.yaml", {})
+        Path(path).write_text(f"topics: {prefix}.public.*\ntables: {{}}\n", encoding="utf-8")
+        base = pipeline.replace(pipelines_file=path, sequence_order="lsn")
+        tables = configured_tables(base, pipelines.load(path))
+        assert [t.source for t in tables] == ["public.order_lines", "public.typed_rows"]
+        outcomes = drain_tables(spark, base, tables)
+        assert [o.error for o in outcomes] == [None, None]
+        by_source = {t.source: t.settings(base) for t in tables}
+        lines_settings, typed_settings = (
+            by_source["public.order_lines"],
+            by_source["public.typed_rows"],
+        )
+        line_columns = {c: (c, _same, _same) for c in ("sku", "quantity", "note")} | {
+            "unit_price": ("unit_price::text", _decimal, _same)
+        }
+        problems = _table_differences(
+            postgres,
+            database,
+            lines_settings,
+            "order_lines",
+            ("order_id", "line_no"),
+            line_columns,
+        )
+        problems += _table_differences(
+            postgres, database, typed_settings, "typed_rows", ("id",), TYPED_COMPARISON
+        )
+        assert not problems, "\n".join(problems[:30])
+        for settings in (lines_settings, typed_settings):
+            letters = _dlq(settings)
+            assert letters == [], letters
+    finally:
+        if connect.running_pid() is not None:
+            connect.delete(connector)
+        postgres.drop_database(database)
+
+
+def _dlq(settings: Settings) -> list[dict[str, Any]]:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog(
+        settings.iceberg_catalog_name,
+        uri=settings.iceberg_catalog_uri,
+        warehouse=settings.iceberg_warehouse,
+    )
+    if not catalog.table_exists(settings.iceberg_dlq_table):
+        return []
+    table = catalog.load_table(settings.iceberg_dlq_table)
+    return list(table.scan(selected_fields=("kafka_offset", "reason")).to_arrow().to_pylist())
