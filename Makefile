@@ -87,6 +87,9 @@ generate: kafka-up
 drain: setup
 	$(PY) -m cdc_iceberg.submit
 
+drain-all: setup
+	$(PY) -m cdc_iceberg.submit -- --tables all
+
 maintain: setup
 	$(PY) -m cdc_iceberg.submit --job iceberg_maintenance
 

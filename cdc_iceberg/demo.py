@@ -52,7 +52,30 @@ COMMIT;
 DELETE FROM public.articles
  WHERE article_id LIKE 'pg-%-{run}' AND split_part(article_id, '-', 2)::int % 10 = 0;
 UPDATE public.articles SET article_id = 'pg-renamed-{run}' WHERE article_id = 'pg-2-{run}';
+
+-- a composite key, and the Postgres types: their schema comes from the events
+CREATE TABLE IF NOT EXISTS public.order_lines (
+    order_id bigint, line_no integer, sku text NOT NULL, quantity integer NOT NULL,
+    unit_price numeric(12,2), PRIMARY KEY (order_id, line_no));
+INSERT INTO public.order_lines
+SELECT {run}::bigint * 1000 + o, l, 'sku-' || o || '-' || l, l, o + l / 100.0
+FROM generate_series(1, 100) AS o, generate_series(1, 3) AS l;
+UPDATE public.order_lines SET quantity = quantity * 10 WHERE order_id % 4 = 0;
+DELETE FROM public.order_lines WHERE order_id % 10 = 0 AND line_no = 2;
+UPDATE public.order_lines SET line_no = 9 WHERE order_id = {run}::bigint * 1000 + 1 AND line_no = 1;
+CREATE TABLE IF NOT EXISTS public.typed_rows (
+    id uuid PRIMARY KEY, amount numeric(10,2), ratio numeric, day date,
+    at timestamptz, doc jsonb, tags text[], scores integer[], raw bytea);
+INSERT INTO public.typed_rows
+SELECT md5({run} || '-' || g)::uuid, g * 1.25, 1.0 / g, DATE '2026-01-01' + g,
+       now() - (g || ' minutes')::interval, jsonb_build_object('n', g, 'even', g % 2 = 0),
+       ARRAY['t' || g, 'demo'], ARRAY[g, g * g], decode(md5(g::text), 'hex')
+FROM generate_series(1, 200) AS g;
+UPDATE public.typed_rows SET amount = amount + 1 WHERE day < DATE '2026-02-01';
 """
+
+# the tables the SQL workload writes besides articles (pipelines.yaml's topic pattern)
+DEMO_TABLES = ("order_lines", "typed_rows")
 
 
 def _feed_postgres(settings: Settings) -> set[str]:
@@ -62,10 +85,13 @@ def _feed_postgres(settings: Settings) -> set[str]:
     server = server_from_env()
     run = int(time.time())
     server.sql(SQL_WORKLOAD.format(run=run), database="neuronews")
+    topics = [settings.kafka_topic] + [
+        settings.kafka_topic.rsplit(".", 1)[0] + f".{t}" for t in DEMO_TABLES
+    ]
     stable_since, last, deadline = time.monotonic(), -1, time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            total = sum(kafka_offsets.end_offsets(settings).values())
+            total = sum(sum(kafka_offsets.end_offsets(settings, t).values()) for t in topics)
         except kafka_offsets.TopicMissingError:
             total = -1
         if total != last:
@@ -75,6 +101,31 @@ def _feed_postgres(settings: Settings) -> set[str]:
         time.sleep(1)
     rows = server.query("SELECT article_id FROM public.articles", database="neuronews")
     return {str(r["article_id"]) for r in rows}
+
+
+def _show_other_tables(settings: Settings) -> None:
+    """Rows of the workload's other tables in Postgres and in Iceberg."""
+    from cdc_iceberg import pipelines
+    from cdc_iceberg.local.postgres import server_from_env
+
+    server = server_from_env()
+    config = pipelines.load(settings.pipelines_file)
+    topics = kafka_offsets.topics(settings) if config.topics else set()
+    for name in DEMO_TABLES:
+        try:
+            table = config.table_settings(settings, f"public.{name}", topics)
+        except pipelines.PipelinesError as error:
+            print(f"   {name}: {error}")
+            continue
+        in_postgres = server.scalar(f"SELECT count(*) FROM public.{name}", database="neuronews")
+        in_iceberg = (
+            table_state.table_stats(table, since_ms=0).rows
+            if table_state.table_exists(table)
+            else "no table yet"
+        )
+        print(f"== {table.iceberg_table}: {in_iceberg} rows in Iceberg, {in_postgres} in Postgres")
+        for row in table_state.sample_rows(table, limit=2):
+            print("   " + json.dumps(row, default=str, ensure_ascii=False)[:200])
 
 
 def main() -> int:
@@ -129,6 +180,7 @@ def main() -> int:
             f"Postgres: {len(extra)}"
             + (" (rows from generated events on the same topic)" if extra else "")
         )
+        _show_other_tables(settings)
 
     report = validate(
         stats, now_ms=int(time.time() * 1000), max_staleness_s=None, max_new_dead_letters=0

@@ -425,15 +425,27 @@ def source_from_env() -> PostgresSource:
     )
 
 
+# What ``make cdc-up`` captures: every table of the public schema, a table created
+# later included (a publication FOR ALL TABLES; Postgres then refuses UPDATE and DELETE
+# on a table without a primary key or replica identity, as any such publication does).
+CAPTURE_ALL_PUBLIC = {
+    "table.include.list": r"public\..*",
+    "publication.autocreate.mode": "all_tables",
+}
+
+
 def register_from_env(worker: ConnectWorker) -> str:
-    """Register the connector for ``KAFKA_TOPIC`` (its prefix is the part before ``.public.``)."""
+    """Register the connector for every table of ``public``, topics named after
+    ``KAFKA_TOPIC``'s prefix (the part before ``.public.``)."""
     from cdc_iceberg.settings import Settings
 
     topic = Settings.from_env().kafka_topic
     suffix = f".{SOURCE_TABLE}"
     prefix = topic[: -len(suffix)] if topic.endswith(suffix) else DEFAULT_TOPIC_PREFIX
     name = os.environ.get("CONNECTOR_NAME") or DEFAULT_CONNECTOR
-    worker.register(name, connector_config(name, source_from_env(), prefix))
+    worker.register(
+        name, connector_config(name, source_from_env(), prefix, extra=CAPTURE_ALL_PUBLIC)
+    )
     worker.wait_running(name)
     return name
 
