@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ _SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*\Z")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\.[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 _ENTRY_KEYS = {"topic", "iceberg_table", "schema"}
 _FILE_KEYS = {"topics", "tables"}
+# how a table is named when asked for: its source table or its Iceberg table
+_TABLE_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,127}\.[A-Za-z_][A-Za-z0-9_$]{0,127}\Z")
 
 
 class PipelinesError(ValueError):
@@ -128,6 +130,24 @@ class PipelinesConfig:
             return self.find(name, topics).settings(base)
         entry = next((t for t in self.resolve(topics) if t.topic == base.kafka_topic), None)
         return entry.settings(base) if entry else base
+
+    def settings_for(
+        self, base: Settings, name: str | None, list_topics: Callable[[], Iterable[str]]
+    ) -> Settings:
+        """:meth:`table_settings`, asking the broker for its topics (``list_topics``) only
+        when the name is not an entry of the file and the file has a topic pattern."""
+        if not name:
+            return self.table_settings(base, None, [base.kafka_topic])
+        if not _TABLE_REF.match(name):
+            raise PipelinesError(
+                f"{name[:80]!r} is not a table name (schema.table or namespace.table)"
+            )
+        try:
+            return self.table_settings(base, name)
+        except PipelinesError:
+            if not self.topics:
+                raise
+        return self.table_settings(base, name, list_topics())
 
     def for_topic(self, topic: str) -> TableConfig | None:
         return next((t for t in self.tables if t.topic == topic), None)

@@ -1,7 +1,8 @@
 """
 ### cdc_backfill
 
-Manual re-read of the topic into a table, from the trigger form. The writer is
+Manual re-read of a table's topic into the table (or a copy), from the trigger
+form: the table is one of `pipelines.yaml`, offered as a choice. The writer is
 the scheduled DAG's idempotent writer: records older than what the table holds
 change nothing, deletes are never undone, and every commit is recorded under
 the backfill's own pipeline id and checkpoint, so the scheduled pipeline's
@@ -23,8 +24,14 @@ import pendulum
 from airflow.sdk import Param, dag, task
 from cdc_airflow.operators import CdcDrainOperator
 
+from cdc_iceberg import pipelines
+from cdc_iceberg.settings import Settings
+
 WRITER_POOL = "cdc_iceberg_writer"
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}\.[A-Za-z_][A-Za-z0-9_]{0,127}(?![\s\S])"
+# the tables pipelines.yaml names, offered in the form (one matching its topic pattern
+# may be typed: the plan refuses any table the file does not configure)
+TABLES = [t.iceberg_table for t in pipelines.load(Settings.from_env().pipelines_file).tables]
 
 
 @dag(
@@ -72,14 +79,24 @@ TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}\.[A-Za-z_][A-Za-z0-9_]{0,127}(?!
             title="Stop offsets",
             description="With 'offsets': JSON partition -> offset to stop before.",
         ),
+        "table": Param(
+            None,
+            type=["null", "string"],
+            examples=TABLES or ["neuronews.articles"],
+            pattern=TABLE_PATTERN,
+            maxLength=257,
+            title="Table",
+            description="The table of pipelines.yaml whose topic is re-read "
+            "(empty: the table of KAFKA_TOPIC).",
+        ),
         "target_table": Param(
-            "neuronews.articles",
-            type="string",
+            None,
+            type=["null", "string"],
             # (?![\s\S]) ends the text in both Python and JavaScript ($ allows a final \n)
             pattern=TABLE_PATTERN,
             maxLength=257,
             title="Target table",
-            description="namespace.table in the Iceberg catalog.",
+            description="namespace.table in the Iceberg catalog (empty: the table itself).",
         ),
         "dry_run": Param(
             True, type="boolean", title="Dry run", description="Report only; write nothing."
@@ -99,6 +116,7 @@ def cdc_backfill() -> None:
         task_id="backfill",
         pool=WRITER_POOL,
         table="{{ ti.xcom_pull(task_ids='plan')['table'] }}",
+        topic="{{ ti.xcom_pull(task_ids='plan')['topic'] }}",
         pipeline_id="{{ ti.xcom_pull(task_ids='plan')['pipeline_id'] }}",
         checkpoint_location="{{ ti.xcom_pull(task_ids='plan')['checkpoint'] }}",
         starting_offsets="{{ ti.xcom_pull(task_ids='plan')['starting_offsets'] }}",

@@ -159,16 +159,27 @@ def plan_backfill(
     params: Mapping[str, Any], run_id: str = "manual", settings: Settings | None = None
 ) -> dict[str, str]:
     """Resolve the form into the drain's arguments (Spark offsets JSON, table, checkpoint)."""
-    from cdc_iceberg import kafka_offsets
+    from cdc_iceberg import kafka_offsets, pipelines
 
     base = settings or Settings.from_env()
-    table = params.get("target_table") or base.iceberg_table
-    if not isinstance(table, str):
+    table = params.get("target_table")
+    if table is not None and not isinstance(table, str):
         raise BackfillFormError(f"target_table: expected text, got {type(table).__name__}")
+    if table:
+        try:
+            base.replace(iceberg_table=table)  # a namespace.table of identifiers
+        except SettingsError as error:
+            raise BackfillFormError(f"target_table: {error}") from None
+    source = params.get("table")
+    if source is not None and not isinstance(source, str):
+        raise BackfillFormError(f"table: expected text, got {type(source).__name__}")
     try:
-        target = base.replace(iceberg_table=table)
-    except SettingsError as error:
-        raise BackfillFormError(f"target_table: {error}") from None
+        config = pipelines.load(base.pipelines_file)
+        # the table whose topic is read: its own topic, its Iceberg table by default
+        resolved = config.settings_for(base, source, lambda: kafka_offsets.topics(base))
+    except pipelines.PipelinesError as error:
+        raise BackfillFormError(f"table: {error}") from None
+    target = resolved.replace(iceberg_table=table) if table else resolved
     start_from = _choice(params, "start_from", "earliest", ("earliest", "timestamp", "offsets"))
     stop_at = _choice(params, "stop_at", "latest", ("latest", "offsets"))
     # parse everything typed before asking the broker anything
@@ -206,6 +217,7 @@ def plan_backfill(
     run = run_segment(run_id)
     return {
         "table": target.iceberg_table,
+        "topic": target.kafka_topic,
         "pipeline_id": f"backfill:{run}",
         "checkpoint": f"{base.checkpoint_location.rstrip('/')}_backfill/{run}",
         "starting_offsets": kafka_offsets.to_spark_json(target.kafka_topic, start),

@@ -54,8 +54,7 @@ class CdcKafkaHook(BaseHook):
 
         base = self.settings()
         config = pipelines.load(base.pipelines_file)
-        topics = kafka_offsets.topics(base) if config.topics else ()
-        return config.table_settings(base, table, topics)
+        return config.settings_for(base, table, lambda: kafka_offsets.topics(base))
 
     def configured_tables(self) -> list[str]:
         """The Iceberg tables of ``CDC_PIPELINES_FILE``, topics matching its pattern included."""

@@ -172,6 +172,7 @@ class CdcDrainOperator(_SparkJobOperator):
         *SparkSubmitOperator.template_fields,
         "table",
         "tables",
+        "topic",
         "pipeline_id",
         "checkpoint_location",
         "starting_offsets",
@@ -189,10 +190,12 @@ class CdcDrainOperator(_SparkJobOperator):
         dry_run: bool | str = False,
         skip_when_idle: bool = True,
         tables: str | None = None,
+        topic: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.tables = tables
+        self.topic = topic
         self.pipeline_id = pipeline_id
         self.checkpoint_location = checkpoint_location
         self.starting_offsets = starting_offsets
@@ -206,7 +209,9 @@ class CdcDrainOperator(_SparkJobOperator):
             .job_settings()
             .replace(
                 **_overrides(
-                    pipeline_id=self.pipeline_id, checkpoint_location=self.checkpoint_location
+                    pipeline_id=self.pipeline_id,
+                    checkpoint_location=self.checkpoint_location,
+                    kafka_topic=self.topic,
                 )
             )
         )

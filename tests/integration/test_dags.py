@@ -148,6 +148,21 @@ def test_scheduled_run_drains_every_table_and_validates_each(
     assert set(drained["tables"]) == {settings.iceberg_table, lines_table.iceberg_table}
     assert drained["totals"]["events_in"] == len(articles) + len(line_records)
 
+    # the backfill form takes the table from the file: its own topic is re-read
+    before = snapshots(settings)
+    backfill = _dag("cdc_backfill").test(
+        run_conf={"table": lines_table.iceberg_table, "dry_run": False}
+    )
+    assert _states(backfill) == {"plan": "success", "backfill": "success"}
+    plan = _xcom(airflow_db, backfill, "plan")
+    assert (plan["topic"], plan["table"]) == (lines.topic, lines_table.iceberg_table)
+    assert snapshots(settings) == before  # articles untouched
+    assert_table_equals_fold(
+        lines_table, fold(line_records, table=ORDER_LINES_FOLD).rows, ORDER_LINES_FOLD
+    )
+    refused = _dag("cdc_backfill").test(run_conf={"table": "neuronews.not_configured"})
+    assert _states(refused)["plan"] == "failed"
+
 
 def test_backfill_dry_run_then_from_earliest_into_the_live_table(
     airflow_env: Settings, airflow_db: Path

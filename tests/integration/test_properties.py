@@ -18,10 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference_fold import fold
 from support import assert_ranges_tile, assert_table_equals_fold, dead_letters, send, snapshots
+from tables import ORDER_LINES_FOLD, publish
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.generator import ArticleSource, Message
 from cdc_iceberg.settings import Settings
+from cdc_iceberg.table_generator import ORDER_LINES, TableMessage, TableSource
 from jobs.cdc_to_iceberg import drain
 
 pytestmark = pytest.mark.integration
@@ -102,6 +104,75 @@ def test_any_history_any_split_equals_the_fold(
     end = kafka_offsets.end_offsets(pipeline)
     assert_ranges_tile(pipeline, end)
     assert kafka_offsets.committed_offsets(pipeline) == end
+
+    before = snapshots(pipeline)
+    drain(spark, pipeline)
+    assert snapshots(pipeline) == before
+
+
+@st.composite
+def table_workloads(draw: Any) -> dict[str, Any]:
+    return {
+        "seed": draw(st.integers(0, 10_000)),
+        "events": draw(st.integers(20, 200)),
+        "keys": draw(st.integers(3, 30)),
+        "toast": draw(st.sampled_from([0.0, 0.4])),
+        "same_ms": draw(st.sampled_from([0.0, 0.6])),
+        "pk_change": draw(st.sampled_from([0.0, 0.08])),
+        "redelivery": draw(st.sampled_from([0.0, 0.1])),
+        "bad": draw(st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(BAD)), max_size=3)),
+        "drains": draw(st.integers(1, 3)),
+        "max_offsets": draw(st.sampled_from([None, 9, 50])),
+    }
+
+
+@settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(workload=table_workloads())
+def test_a_composite_key_history_any_split_equals_the_fold(
+    spark: Any, base_settings: Settings, workload: dict[str, Any]
+) -> None:
+    """The same property for a table with a composite (bigint, int) key, its schema from
+    the events: key changes and TOAST placeholders included."""
+    name = "k" + uuid.uuid4().hex[:10]
+    pipeline = base_settings.replace(
+        kafka_topic=f"prop.public.{name}",
+        kafka_consumer_group=f"group_{name}",
+        iceberg_table=f"prop.{name}",
+        checkpoint_location=f"{base_settings.checkpoint_location}_{name}",
+        max_offsets_per_trigger=workload["max_offsets"],
+    )
+    source = TableSource(ORDER_LINES, seed=workload["seed"])
+    messages = source.random_history(
+        workload["events"],
+        workload["keys"],
+        snapshot_rows=workload["keys"] // 2,
+        toast_share=workload["toast"],
+        same_ms_share=workload["same_ms"],
+        pk_change_share=workload["pk_change"],
+        redelivery_share=workload["redelivery"],
+    )
+    for position, value in workload["bad"]:
+        spot = position % (len(messages) + 1)
+        messages.insert(spot, TableMessage(b'{"order_id": 1, "line_no": 1}', value, 0))
+    chunks = workload["drains"]
+    size = max(1, len(messages) // chunks)
+    records = []
+    for index in range(chunks):
+        part = messages[index * size : None if index == chunks - 1 else (index + 1) * size]
+        if part:
+            records += publish(pipeline, part)
+        drain(spark, pipeline)
+
+    expected = fold(records, table=ORDER_LINES_FOLD)
+    assert_table_equals_fold(pipeline, expected.rows, ORDER_LINES_FOLD)
+    letters = [(d["kafka_partition"], d["kafka_offset"]) for d in dead_letters(pipeline)]
+    assert sorted(letters) == sorted(expected.dead)
+    end = kafka_offsets.end_offsets(pipeline)
+    assert_ranges_tile(pipeline, end)
 
     before = snapshots(pipeline)
     drain(spark, pipeline)

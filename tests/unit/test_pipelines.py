@@ -135,3 +135,18 @@ def test_table_settings_by_either_name_and_for_the_environments_topic() -> None:
     assert config.table_settings(other) == other  # not configured: the environment's table
     with pytest.raises(PipelinesError, match=r"configured: neuronews\.a"):
         config.table_settings(base, "neuronews.b")
+
+
+def test_a_name_that_is_no_table_is_refused_before_asking_the_broker() -> None:
+    config = parse({"topics": "neuronews.public.*", "tables": {"public.a": {}}}, "f.yaml")
+    base = Settings()
+
+    def no_broker() -> list[str]:
+        raise AssertionError("the broker was asked")
+
+    with pytest.raises(PipelinesError, match="is not a table name"):
+        config.settings_for(base, "neuronews.a; DROP TABLE x", no_broker)
+    assert config.settings_for(base, "neuronews.a", no_broker).kafka_topic == "neuronews.public.a"
+    assert config.settings_for(base, "public.b", lambda: ["neuronews.public.b"]).iceberg_table == (
+        "neuronews.b"
+    )
