@@ -449,6 +449,23 @@ def produce(
     With ``transactional_id`` they are written in one Kafka transaction, which
     is aborted when ``abort`` is set (read_committed consumers never see them).
     """
+    records = [(m.key, m.value, m.partition, ()) for m in messages]
+    placed = send_records(
+        settings, settings.kafka_topic, records, transactional_id=transactional_id, abort=abort
+    )
+    return [Produced(m, p, o) for m, (p, o) in zip(messages, placed, strict=True)]
+
+
+def send_records(
+    settings: Settings,
+    topic: str,
+    records: Sequence[tuple[bytes | None, bytes | None, int | None, Sequence[tuple[str, bytes]]]],
+    *,
+    transactional_id: str | None = None,
+    abort: bool = False,
+) -> list[tuple[int, int]]:
+    """Write ``(key, value, partition, headers)`` records to ``topic`` in order; return
+    each one's partition and offset (one Kafka transaction with ``transactional_id``)."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(
@@ -465,8 +482,10 @@ def produce(
             producer.init_transactions()
             producer.begin_transaction()
         futures = [
-            producer.send(settings.kafka_topic, key=m.key, value=m.value, partition=m.partition)
-            for m in messages
+            producer.send(
+                topic, key=key, value=value, partition=partition, headers=list(headers) or None
+            )
+            for key, value, partition, headers in records
         ]
         producer.flush()
         if transactional_id:
@@ -477,7 +496,7 @@ def produce(
         results = [f.get(timeout=60) for f in futures]
     finally:
         producer.close()
-    return [Produced(m, r.partition, r.offset) for m, r in zip(messages, results, strict=True)]
+    return [(r.partition, r.offset) for r in results]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,7 +73,12 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from cdc_iceberg.generator import DEBEZIUM_VERSION, TOAST_PLACEHOLDER, partition_for
+from cdc_iceberg.generator import (
+    DEBEZIUM_VERSION,
+    TOAST_PLACEHOLDER,
+    partition_for,
+    send_records,
+)
 
 if TYPE_CHECKING:
     from cdc_iceberg.settings import Settings
@@ -1443,41 +1448,6 @@ def produce_table_messages(
     With ``transactional_id`` they are written in one Kafka transaction, aborted when
     ``abort`` is set, as :func:`cdc_iceberg.generator.produce` does.
     """
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(
-        acks="all",
-        linger_ms=20,
-        batch_size=512 * 1024,
-        max_request_size=8 * 1024 * 1024,
-        enable_idempotence=True,
-        transactional_id=transactional_id,
-        **settings.kafka_python_config(),
-    )
-    try:
-        if transactional_id:
-            producer.init_transactions()
-            producer.begin_transaction()
-        futures = [
-            producer.send(
-                topic,
-                key=m.key,
-                value=m.value,
-                partition=m.partition,
-                headers=list(m.headers) or None,
-            )
-            for m in messages
-        ]
-        producer.flush()
-        if transactional_id:
-            if abort:
-                producer.abort_transaction()
-            else:
-                producer.commit_transaction()
-        results = [f.get(timeout=60) for f in futures]
-    finally:
-        producer.close()
-    return [
-        ProducedTableMessage(m, r.partition, r.offset)
-        for m, r in zip(messages, results, strict=True)
-    ]
+    records = [(m.key, m.value, m.partition, m.headers) for m in messages]
+    placed = send_records(settings, topic, records, transactional_id=transactional_id, abort=abort)
+    return [ProducedTableMessage(m, p, o) for m, (p, o) in zip(messages, placed, strict=True)]
