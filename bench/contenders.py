@@ -435,9 +435,9 @@ def run_append(
         # materialized as the product's job does: under the parser's projections the
         # optimizer would inline them into the filter, a plan too large for the heap
         typed = transforms.type_columns(
-            parsed, columns, key, keep=("kafka_tombstone",)
+            parsed, columns, key, keep=("_tombstone",)
         ).localCheckpoint()
-        rows = typed.where(~F.col("kafka_tombstone") & F.col("problem").isNull()).select(
+        rows = typed.where(~F.col("_tombstone") & F.col("_problem").isNull()).select(
             *names, *SEQUENCE, "cdc_op", F.current_timestamp().alias("ingested_at")
         )
         rows.writeTo(table).append()

@@ -45,26 +45,6 @@ SEQUENCE_ORDERS: dict[str, tuple[str, ...]] = {
 # table property recording the order a table was built with
 SEQUENCE_PROPERTY = "cdc.sequence-order"
 RESERVED = {name for name, _ in METADATA_COLUMNS}
-# names the job's own columns have while a batch is typed and grouped (Kafka's record
-# columns among them): a source column may not take one
-INTERNAL = {
-    "key",
-    "value",
-    "topic",
-    "partition",
-    "offset",
-    "timestamp",
-    "headers",
-    "op",
-    "row",
-    "problem",
-    "unavailable",
-    "schema_json",
-    "new_columns",
-    "kafka_tombstone",
-    "parse_problem",
-    "fresh",
-}
 
 DLQ_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pipeline_id", "string"),

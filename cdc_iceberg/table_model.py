@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdc_iceberg.schema import INTERNAL, RESERVED
+from cdc_iceberg.schema import RESERVED
 from cdc_iceberg.settings import SettingsError, check_identifier
 
 # table property of the live table: {column: codec} for the columns whose codec
@@ -107,10 +107,10 @@ class TableModel:
                 check_identifier(name, "column")
             except SettingsError as error:
                 raise TableModelError(f"column{where}: {error}") from None
-            if name in RESERVED or name in INTERNAL or name.startswith("_"):
+            if name in RESERVED or name.startswith("_"):
                 raise TableModelError(
                     f"column {name}{where} has a name the pipeline keeps for its own columns "
-                    f"({', '.join(sorted(RESERVED | INTERNAL))}, or a leading _); rename it "
+                    f"({', '.join(sorted(RESERVED))}, or a leading _); rename it "
                     "in the source, or with Debezium's ReplaceField transform"
                 )
         if len(set(names)) != len(names):

@@ -106,14 +106,17 @@ def _offset_filter(committed: dict[int, int]) -> Any:
     """Column: the record is not yet in the table (offset at or past what it records)."""
     from pyspark.sql import functions as F
 
-    condition = ~F.col("partition").isin(*committed.keys()) if committed else F.lit(True)
+    part, off = F.col("_kafka_partition"), F.col("_kafka_offset")
+    condition = ~part.isin(*committed.keys()) if committed else F.lit(True)
     for partition, offset in committed.items():
-        condition = condition | ((F.col("partition") == partition) & (F.col("offset") >= offset))
+        condition = condition | ((part == partition) & (off >= offset))
     return condition
 
 
 # what a dead letter keeps of its Kafka record
-_DEAD_RAW = ("topic", "timestamp", "key", "value", "problem")
+_DEAD_RAW = ("_kafka_topic", "_kafka_timestamp", "_kafka_key", "_kafka_value", "_problem")
+# what the one pass adds up per Kafka partition (each as ``_t_<name>``)
+_SUMS = ("n", "fresh", "tomb", "dead", "valid", "deletes", "truncates", "toast", "toast_creates")
 
 
 def _sequence_sql(values: tuple[Any, ...], order: tuple[str, ...]) -> list[str]:
@@ -255,20 +258,20 @@ class BatchWriter:
 
         from jobs import transforms
 
-        frame = parsed.withColumn("parse_problem", F.col("problem")).withColumn(
-            "fresh", (_offset_filter(committed) if committed else F.lit(True))
+        frame = parsed.withColumn("_parse_problem", F.col("_problem")).withColumn(
+            "_fresh", (_offset_filter(committed) if committed else F.lit(True))
         )
         if incompatible:
             reason = F.lit(None).cast("string")
             for name, text in incompatible.items():
-                reason = F.when(F.map_contains_key(F.col("row"), name), F.lit(text)).otherwise(
+                reason = F.when(F.map_contains_key(F.col("_row"), name), F.lit(text)).otherwise(
                     reason
                 )
-            frame = frame.withColumn("problem", F.coalesce(F.col("problem"), reason))
+            frame = frame.withColumn("_problem", F.coalesce(F.col("_problem"), reason))
         # columns the row carries beyond the table's: what schema evolution looks at
         known = F.array(*[F.lit(column[0]) for column in columns])
-        frame = frame.withColumn("new_columns", F.array_except(F.map_keys("row"), known))
-        keep = ("new_columns", "schema_json", "kafka_tombstone", "parse_problem", "fresh")
+        frame = frame.withColumn("_new_columns", F.array_except(F.map_keys("_row"), known))
+        keep = ("_new_columns", "_schema_json", "_tombstone", "_parse_problem", "_fresh")
         return transforms.type_columns(frame, columns, self.key, keep=keep)
 
     def _before_stop(self, typed: DataFrame) -> DataFrame:
@@ -329,27 +332,19 @@ class BatchWriter:
 
         from jobs.iceberg_tables import merge_declared, row_columns_from_schema
 
-        sums = (
-            "n",
-            "fresh",
-            "tomb",
-            "dead",
-            "valid",
-            "deletes",
-            "truncates",
-            "toast",
-            "toast_creates",
-        )
+        def distinct(name: str) -> Any:
+            return F.array_distinct(F.flatten(F.collect_list(f"_t_{name}"))).alias(name)
+
         rows = (
-            partials.groupBy("partition")
+            partials.groupBy(F.col("_kafka_partition").alias("partition"))
             .agg(
-                F.min("lo").alias("lo"),
-                F.max("hi").alias("hi"),
-                *[F.sum(c).alias(c) for c in sums],
-                F.array_distinct(F.flatten(F.collect_list("cols"))).alias("cols"),
-                F.array_distinct(F.flatten(F.collect_list("schemas"))).alias("schemas"),
-                F.array_distinct(F.flatten(F.collect_list("unavailable"))).alias("unavailable"),
-                F.max("truncate_seq").alias("truncate_seq"),
+                F.min("_t_lo").alias("lo"),
+                F.max("_t_hi").alias("hi"),
+                *[F.sum(f"_t_{c}").alias(c) for c in _SUMS],
+                distinct("cols"),
+                distinct("schemas"),
+                distinct("unavailable"),
+                F.max("_t_truncate_seq").alias("truncate_seq"),
             )
             .collect()
         )
@@ -506,7 +501,7 @@ class BatchWriter:
             events = typed.persist()
             cached.append(events)
             valid = events.where(
-                F.col("fresh") & ~F.col("kafka_tombstone") & F.col("problem").isNull()
+                F.col("_fresh") & ~F.col("_tombstone") & F.col("_problem").isNull()
             )
             if truncate_seq is not None:
                 # the keys the truncate empties include those the batch wrote before it
@@ -558,13 +553,13 @@ class BatchWriter:
             if metrics.dead_lettered:
                 dead_rows = partials.where(F.col("_dead_offset").isNotNull()).select(
                     F.lit(settings.pipeline_id).alias("pipeline_id"),
-                    "topic",
-                    F.col("partition").cast("int").alias("kafka_partition"),
+                    F.col("_kafka_topic").alias("topic"),
+                    F.col("_kafka_partition").cast("int").alias("kafka_partition"),
                     F.col("_dead_offset").alias("kafka_offset"),
-                    F.col("timestamp").alias("kafka_timestamp"),
-                    F.col("key").alias("raw_key"),
-                    F.col("value").alias("raw_value"),
-                    F.col("problem").alias("reason"),
+                    F.col("_kafka_timestamp").alias("kafka_timestamp"),
+                    F.col("_kafka_key").alias("raw_key"),
+                    F.col("_kafka_value").alias("raw_value"),
+                    F.col("_problem").alias("reason"),
                     F.lit(batch_id).cast("bigint").alias("batch_id"),
                     F.current_timestamp().alias("dead_lettered_at"),
                 )
@@ -664,55 +659,55 @@ def _partial_columns(
 
     from jobs import transforms
 
-    change = F.col("fresh") & ~F.col("kafka_tombstone")
-    dead_condition = F.col("problem").isNotNull()
+    change = F.col("_fresh") & ~F.col("_tombstone")
+    dead_condition = F.col("_problem").isNotNull()
     if truncate_policy == "clear":  # the truncates it applies are no dead letters
         dead_condition = dead_condition & ~_is_truncate()
     flags = [
-        (change & F.col("problem").isNull()).alias("_valid"),
+        (change & F.col("_problem").isNull()).alias("_valid"),
         (change & dead_condition).alias("_dead"),
         (change & _is_truncate()).alias("_truncate"),
-        (change & F.col("parse_problem").isNull()).alias("_discover"),
+        (change & F.col("_parse_problem").isNull()).alias("_discover"),
     ]
     valid, dead, truncate = F.col("_valid"), F.col("_dead"), F.col("_truncate")
     discover = F.col("_discover")
-    toast = valid & (F.size("unavailable") > 0)
+    toast = valid & (F.size("_unavailable") > 0)
 
     def total(condition: Any) -> Any:
         return F.sum(condition.cast("int"))
 
-    stats = [
-        F.min("offset").alias("lo"),
-        F.max("offset").alias("hi"),
-        F.count(F.lit(1)).alias("n"),
-        total(F.col("fresh")).alias("fresh"),
-        total(F.col("fresh") & F.col("kafka_tombstone")).alias("tomb"),
-        total(dead).alias("dead"),
-        total(valid).alias("valid"),
-        total(valid & (F.col("cdc_op") == "d")).alias("deletes"),
-        total(truncate).alias("truncates"),
-        F.max(F.when(truncate, transforms.sequence(order=order))).alias("truncate_seq"),
-        total(toast).alias("toast"),
-        total(toast & (F.col("cdc_op") == "c")).alias("toast_creates"),
-        F.array_distinct(F.flatten(F.collect_set(F.when(toast, F.col("unavailable"))))).alias(
-            "unavailable"
+    fresh = F.col("_fresh")
+    new_columns = F.col("_new_columns")
+    stats = {
+        "lo": F.min("_kafka_offset"),
+        "hi": F.max("_kafka_offset"),
+        "n": F.count(F.lit(1)),
+        "fresh": total(fresh),
+        "tomb": total(fresh & F.col("_tombstone")),
+        "dead": total(dead),
+        "valid": total(valid),
+        "deletes": total(valid & (F.col("cdc_op") == "d")),
+        "truncates": total(truncate),
+        "truncate_seq": F.max(F.when(truncate, transforms.sequence(order=order))),
+        "toast": total(toast),
+        "toast_creates": total(toast & (F.col("cdc_op") == "c")),
+        "unavailable": F.array_distinct(
+            F.flatten(F.collect_set(F.when(toast, F.col("_unavailable"))))
         ),
-        F.array_distinct(
-            F.flatten(
-                F.collect_set(F.when(discover & (F.size("new_columns") > 0), F.col("new_columns")))
-            )
-        ).alias("cols"),
-        F.collect_set(F.when(discover, F.col("schema_json"))).alias("schemas"),
-    ]
+        "cols": F.array_distinct(
+            F.flatten(F.collect_set(F.when(discover & (F.size(new_columns) > 0), new_columns)))
+        ),
+        "schemas": F.collect_set(F.when(discover, F.col("_schema_json"))),
+    }
     raw = [F.first(F.when(dead, F.col(c)), ignorenulls=True).alias(c) for c in _DEAD_RAW]
     groups = [
-        "partition",
+        "_kafka_partition",
         F.when(valid, F.col(key[0]) if len(key) == 1 else F.struct(*key)).alias("_key"),
-        F.when(dead, F.col("offset")).alias("_dead_offset"),
+        F.when(dead, F.col("_kafka_offset")).alias("_dead_offset"),
     ]
     aggregates = [
         *transforms.newest_aggregates(data_columns, order, toasted, key=key),
-        *stats,
+        *[column.alias(f"_t_{name}") for name, column in stats.items()],
         *raw,
     ]
     return flags, groups, aggregates
@@ -721,13 +716,14 @@ def _partial_columns(
 def _is_truncate() -> Any:
     from pyspark.sql import functions as F
 
-    return (F.col("cdc_op") == "t") & F.col("problem").startswith("truncate event")
+    return (F.col("cdc_op") == "t") & F.col("_problem").startswith("truncate event")
 
 
 def _before_stop(stop: dict[int, int]) -> Any:
     from pyspark.sql import functions as F
 
-    condition = ~F.col("partition").isin(*stop.keys())
+    part, off = F.col("_kafka_partition"), F.col("_kafka_offset")
+    condition = ~part.isin(*stop.keys())
     for partition, offset in stop.items():
-        condition = condition | ((F.col("partition") == partition) & (F.col("offset") < offset))
+        condition = condition | ((part == partition) & (off < offset))
     return condition

@@ -185,7 +185,7 @@ def merge_live_sql(
     non_key = [c for c in data_columns if c not in key]
     if toast:
         updates = [
-            f"`{c}` = CASE WHEN array_contains(s.unavailable, '{c}') THEN t.`{c}` ELSE s.`{c}` END"
+            f"`{c}` = CASE WHEN array_contains(s._unavailable, '{c}') THEN t.`{c}` ELSE s.`{c}` END"
             for c in non_key
         ]
     else:

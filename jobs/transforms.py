@@ -5,7 +5,10 @@ on a local SparkSession with hand-made input. No Python UDFs: everything runs
 in the JVM, so executors never need this package.
 
 The raw input has Kafka's columns ``key``, ``value`` (binary), ``topic``,
-``partition``, ``offset`` and ``timestamp``.
+``partition``, ``offset`` and ``timestamp``. The parse renames them, and every
+column the job adds for its own work has a name with a leading ``_``: a source
+column may be called ``key``, ``offset``, ``op`` or ``problem`` without meeting
+one of them (a source column with a leading ``_`` is refused by the table model).
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from jobs.json_text import (
 
 _Built = TypeVar("_Built")
 
-# Kafka's columns of a record, as the source gives them
-KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
+# Kafka's columns of a record, as the source gives them, and as the parse names them
+KAFKA_RECORD = ("key", "value", "topic", "partition", "offset", "timestamp")
+KAFKA_COLUMNS = tuple(f"_kafka_{name}" for name in KAFKA_RECORD)
 VALID_OPS = ("c", "u", "r", "d")
 FLAT_FIELDS = ("__op", "__deleted", "__source_ts_ms", "__lsn", "__ts_ms", "__table", "__db")
 
@@ -84,12 +88,13 @@ def _projected(frame: DataFrame, projections: Sequence[Sequence[Column | str]]) 
 def parse_events(raw: DataFrame, event_format: str, key: Sequence[str]) -> DataFrame:
     """Decode Debezium records into one row per change, keeping the raw bytes.
 
-    Output columns: Kafka coordinates and raw bytes, ``op``, ``ts_ms``, ``lsn``,
-    one column per ``key`` column (its JSON text, from the row image or else
-    the Kafka key), ``row`` (the new row, or the old row of a delete, as
-    map<string,string>), ``schema_json`` (the envelope's schema block when
-    wrapped), and ``problem``: null, or why the record cannot be applied.
-    Kafka tombstones (null value) are flagged ``kafka_tombstone``: they carry
+    Output columns: Kafka's (``_kafka_key``, ``_kafka_value``, ``_kafka_topic``,
+    ``_kafka_partition``, ``_kafka_offset``, ``_kafka_timestamp``), ``_op``,
+    ``ts_ms``, ``lsn``, one column per ``key`` column (its JSON text, from the
+    row image or else the Kafka key), ``_row`` (the new row, or the old row of a
+    delete, as map<string,string>), ``_schema_json`` (the envelope's schema block
+    when wrapped), and ``_problem``: null, or why the record cannot be applied.
+    Kafka tombstones (null value) are flagged ``_tombstone``: they carry
     no new state after the delete that precedes them.
 
     A value must be UTF-8 text holding exactly one strict JSON object; the
@@ -101,9 +106,11 @@ def parse_events(raw: DataFrame, event_format: str, key: Sequence[str]) -> DataF
 
 def _parse_projections(event_format: str, key: tuple[str, ...]) -> list[list[Column | str]]:
     """The projections of :func:`parse_events`, one ``select`` each."""
-    value_text = F.col("value").cast("string")
-    key_text = F.col("key").cast("string")
-    projections: list[list[Column | str]] = [[*KAFKA_COLUMNS]]
+    value_text = F.col("_kafka_value").cast("string")
+    key_text = F.col("_kafka_key").cast("string")
+    projections: list[list[Column | str]] = [
+        [F.col(name).alias(f"_kafka_{name}") for name in KAFKA_RECORD]
+    ]
     projections += _parse_objects(
         {"_root": value_text, "_key_root": F.when(F.is_valid_utf8(key_text), key_text)}
     )
@@ -120,7 +127,7 @@ def _parse_projections(event_format: str, key: tuple[str, ...]) -> list[list[Col
             value_text.alias("_value_text"),
             F.when(_is_wrapped(root), F.col("_payload")).otherwise(root).alias("_body"),
             F.when(_is_wrapped(key_root), F.col("_key_payload")).otherwise(key_root).alias("_key"),
-            F.when(_is_wrapped(root), root["schema"]).alias("schema_json"),
+            F.when(_is_wrapped(root), root["schema"]).alias("_schema_json"),
             root.isNull().alias("_bad_json"),
         ]
     )
@@ -151,35 +158,35 @@ def _parse_projections(event_format: str, key: tuple[str, ...]) -> list[list[Col
     projections.append(
         [
             *KAFKA_COLUMNS,
-            op.alias("op"),
-            ts_raw.alias("ts_ms_raw"),
-            lsn_raw.alias("lsn_raw"),
-            snapshot_flag.alias("snapshot_flag"),
-            row.alias("row"),
+            op.alias("_op"),
+            ts_raw.alias("_ts_ms_raw"),
+            lsn_raw.alias("_lsn_raw"),
+            snapshot_flag.alias("_snapshot_flag"),
+            row.alias("_row"),
             *[
                 F.coalesce(row[k], F.col("_key")[k]).alias(f"_key_raw{i}")
                 for i, k in enumerate(key)
             ],
-            "schema_json",
+            "_schema_json",
             (~F.is_valid_utf8(F.col("_value_text"))).alias("_bad_utf8"),
             _has_lone_surrogate(F.col("_value_text")).alias("_bad_unicode"),
             "_bad_json",
             body.isNull().alias("_bad_body"),
             source_ok.alias("_source_ok"),
-            F.col("value").isNull().alias("kafka_tombstone"),
+            F.col("_kafka_value").isNull().alias("_tombstone"),
         ]
     )
     # typed once per row in a projection of their own: the checks below read them often
     projections.append(
         [
             "*",
-            _typed(F.col("ts_ms_raw"), "bigint").alias("_ts_ms"),
-            _typed(F.col("lsn_raw"), "bigint").alias("_lsn"),
+            _typed(F.col("_ts_ms_raw"), "bigint").alias("_ts_ms"),
+            _typed(F.col("_lsn_raw"), "bigint").alias("_lsn"),
         ]
     )
     ts_ms, lsn = F.col("_ts_ms"), F.col("_lsn")
     problem = (
-        F.when(F.col("kafka_tombstone"), F.lit(None).cast("string"))
+        F.when(F.col("_tombstone"), F.lit(None).cast("string"))
         .when(F.col("_bad_utf8"), F.lit("value is not valid UTF-8"))
         .when(
             F.col("_bad_unicode"),
@@ -190,27 +197,27 @@ def _parse_projections(event_format: str, key: tuple[str, ...]) -> list[list[Col
             F.lit("value is not a JSON object (one strict JSON object, unique keys)"),
         )
         .when(F.col("_bad_body"), F.lit("payload is not a JSON object (or repeats a key)"))
-        .when(F.col("op").isNull(), F.lit("no op field"))
+        .when(F.col("_op").isNull(), F.lit("no op field"))
         .when(
-            ~F.col("op").isin(*VALID_OPS, "t"),
-            F.concat(F.lit("unknown op '"), F.col("op"), F.lit("'")),
+            ~F.col("_op").isin(*VALID_OPS, "t"),
+            F.concat(F.lit("unknown op '"), F.col("_op"), F.lit("'")),
         )
         .when(
             ~F.col("_source_ok"), F.lit("source block missing or not an object (or repeats a key)")
         )
-        .when(F.col("ts_ms_raw").isNull(), F.lit("ordering field source.ts_ms is null"))
+        .when(F.col("_ts_ms_raw").isNull(), F.lit("ordering field source.ts_ms is null"))
         .when(
             ts_ms.isNull(), F.lit("ordering field source.ts_ms is not a number (a 64-bit integer)")
         )
-        .when(F.col("lsn_raw").isNull(), F.lit("ordering field source.lsn is null"))
+        .when(F.col("_lsn_raw").isNull(), F.lit("ordering field source.lsn is null"))
         .when(lsn.isNull(), F.lit("ordering field source.lsn is not a number (a 64-bit integer)"))
         # after the ordering fields: a truncate the 'clear' policy applies needs its sequence
-        .when(F.col("op") == "t", F.lit("truncate event (op=t)"))
+        .when(F.col("_op") == "t", F.lit("truncate event (op=t)"))
         .when(
-            F.col("row").isNull() & (F.col("op") != "d"),
+            F.col("_row").isNull() & (F.col("_op") != "d"),
             F.concat(
                 F.lit("no row image (after) for op '"),
-                F.col("op"),
+                F.col("_op"),
                 F.lit("' (or it repeats a key)"),
             ),
         )
@@ -222,14 +229,14 @@ def _parse_projections(event_format: str, key: tuple[str, ...]) -> list[list[Col
     projections.append(
         [
             *KAFKA_COLUMNS,
-            "op",
+            "_op",
             ts_ms.alias("ts_ms"),
-            snapshot_read_lsn(F.col("op"), F.col("snapshot_flag"), lsn).alias("lsn"),
-            "row",
+            snapshot_read_lsn(F.col("_op"), F.col("_snapshot_flag"), lsn).alias("lsn"),
+            "_row",
             *[F.col(f"_key_raw{i}").alias(k) for i, k in enumerate(key)],
-            "schema_json",
-            "kafka_tombstone",
-            problem.alias("problem"),
+            "_schema_json",
+            "_tombstone",
+            problem.alias("_problem"),
         ]
     )
     return projections
@@ -256,16 +263,16 @@ def type_columns(
     key: Sequence[str],
     keep: Sequence[str] = (),
 ) -> DataFrame:
-    """Project ``row`` (and the key columns of :func:`parse_events`) onto the table's columns.
+    """Project ``_row`` (and the key columns of :func:`parse_events`) onto the table's columns.
 
     ``columns`` are ``(name, Spark type)`` or ``(name, Spark type, codec)``: the
     codec says how the event's text decodes (:mod:`jobs.debezium_decode`), by
     default the one the type implies. Key columns are typed like the others; a
-    key value that does not fit its column is a ``problem`` too.
+    key value that does not fit its column is a ``_problem`` too.
 
-    A value that does not fit its column becomes a ``problem``. A value equal to
+    A value that does not fit its column becomes a ``_problem``. A value equal to
     Debezium's TOAST placeholder is not a value: its column name goes into
-    ``unavailable`` and the stored value is kept when the change is applied.
+    ``_unavailable`` and the stored value is kept when the change is applied.
 
     Each step is a projection of its own (the row's texts, their casts, the
     range checks, the result), so Spark looks up, matches and casts each value
@@ -316,7 +323,7 @@ def _type_projections(
 
     def text(name: str) -> Column:
         # the key's text is a column of the parse (the row image's, else the Kafka key's)
-        return F.col(name) if name in key else F.col("row")[name]
+        return F.col(name) if name in key else F.col("_row")[name]
 
     projections: list[list[Column | str]] = [
         ["*", F.struct(*[text(name).alias(f"c{i}") for i, (name, _) in every]).alias("_raw")],
@@ -367,8 +374,8 @@ def _type_projections(
         [
             *_kafka_and_sequence(),
             *selected,
-            unavailable_list.alias("unavailable"),
-            F.coalesce(F.col("problem"), *misfits).alias("problem"),
+            unavailable_list.alias("_unavailable"),
+            F.coalesce(F.col("_problem"), *misfits).alias("_problem"),
             *keep,
         ]
     )
@@ -379,11 +386,11 @@ def _kafka_and_sequence() -> list[Column | str]:
     """The leading columns of :func:`type_columns`: Kafka's, the op and the sequence."""
     return [
         *KAFKA_COLUMNS,
-        F.col("op").alias("cdc_op"),
+        F.col("_op").alias("cdc_op"),
         "ts_ms",
         "lsn",
-        F.col("partition").cast("int").alias("kafka_partition"),
-        F.col("offset").alias("kafka_offset"),
+        F.col("_kafka_partition").cast("int").alias("kafka_partition"),
+        F.col("_kafka_offset").alias("kafka_offset"),
     ]
 
 
@@ -403,7 +410,7 @@ def collapse_newest(
 
     A column the newest change left unavailable (TOAST) takes the newest
     available value from earlier changes of the same key in the batch; if none
-    has it, it stays in ``unavailable`` and the MERGE keeps the stored value.
+    has it, it stays in ``_unavailable`` and the MERGE keeps the stored value.
     """
     grouped = events.groupBy(*key).agg(*newest_aggregates(columns, order, key=key))
     return finish_newest(grouped, columns, key=key)
@@ -442,7 +449,7 @@ def newest_aggregates(
     aggregates = [F.max_by(newest, seq).alias("_n")]
     for name in per_column:
         # a delete's row image carries no values, so it never supplies one
-        available = ~F.array_contains(F.col("unavailable"), name) & (F.col("cdc_op") != "d")
+        available = ~F.array_contains(F.col("_unavailable"), name) & (F.col("cdc_op") != "d")
         newest_available = F.max_by(
             F.struct(seq.alias("s"), F.col(name).alias("v")), F.when(available, seq)
         )
@@ -495,7 +502,7 @@ def finish_newest(
     out.append(
         F.when(F.col("_n.cdc_op") == "d", F.array().cast("array<string>"))
         .otherwise(unavailable)
-        .alias("unavailable")
+        .alias("_unavailable")
     )
     out.append(F.col("_events").cast("bigint").alias("_events"))
     return grouped.select(*out)
@@ -504,6 +511,8 @@ def finish_newest(
 # -- primary-key changes of rows with TOASTed columns ---------------------------
 
 OLD_KEY_HEADER = "__debezium.oldkey"
+# a typed change's Kafka coordinates
+_COORDINATES = ["kafka_partition", "kafka_offset"]
 
 
 def _key_struct(key: Sequence[str], prefix: str = "") -> Column:
@@ -512,9 +521,10 @@ def _key_struct(key: Sequence[str], prefix: str = "") -> Column:
 
 
 def old_keys(raw: DataFrame, key: Sequence[tuple[str, str]]) -> DataFrame:
-    """``partition, offset, old_key`` of the records Debezium marks as a key change.
+    """``kafka_partition, kafka_offset, _old_key`` of the records Debezium marks as a key change.
 
-    ``key`` is the table's key columns with their types; ``old_key`` is the old
+    ``raw`` is Kafka's records as the source gives them (with ``headers``).
+    ``key`` is the table's key columns with their types; ``_old_key`` is the old
     key as the struct :func:`_key_struct` makes of the table's key columns.
 
     Debezium sends a primary-key update as a delete of the old key and a create
@@ -536,7 +546,11 @@ def old_keys(raw: DataFrame, key: Sequence[tuple[str, str]]) -> DataFrame:
             for i, (name, spark_type) in enumerate(key)
         ]
     )
-    return raw.where(F.size(header) > 0).select("partition", "offset", old_key.alias("old_key"))
+    return raw.where(F.size(header) > 0).select(
+        F.col("partition").cast("int").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        old_key.alias("_old_key"),
+    )
 
 
 def fill_from_old_key(
@@ -558,25 +572,25 @@ def fill_from_old_key(
     valid changes; ``old`` comes from :func:`old_keys`. Other events pass as
     they are.
     """
-    targets = events.join(old, ["partition", "offset"]).where(
-        (F.col("cdc_op") == "c") & (F.size("unavailable") > 0)
+    targets = events.join(old, _COORDINATES).where(
+        (F.col("cdc_op") == "c") & (F.size("_unavailable") > 0)
     )
     data = [c for c in columns if c not in key]
     seq = sequence(order=order)
     donors = events.where(F.col("cdc_op") != "d").select(
         _key_struct(key).alias("_dkey"),
         seq.alias("_dseq"),
-        F.col("unavailable").alias("_dun"),
+        F.col("_unavailable").alias("_dun"),
         *[F.col(c).alias(f"_d_{c}") for c in data],
     )
     in_batch = (
-        targets.select("partition", "offset", "old_key", seq.alias("_tseq"))
+        targets.select(*_COORDINATES, "_old_key", seq.alias("_tseq"))
         .join(
             donors,
-            (F.col("_dkey") == F.col("old_key")) & (F.col("_dseq") < F.col("_tseq")),
+            (F.col("_dkey") == F.col("_old_key")) & (F.col("_dseq") < F.col("_tseq")),
             "left",
         )
-        .groupBy("partition", "offset")
+        .groupBy(*_COORDINATES)
         .agg(
             *[
                 F.max_by(
@@ -595,13 +609,13 @@ def fill_from_old_key(
         F.lit(True).alias("_lrow"),
         *[F.col(c).alias(f"_l_{c}") for c in data],
     )
-    joined = targets.join(in_batch, ["partition", "offset"], "left").join(
-        table, F.col("_lkey") == F.col("old_key"), "left"
+    joined = targets.join(in_batch, _COORDINATES, "left").join(
+        table, F.col("_lkey") == F.col("_old_key"), "left"
     )
     values = {}
     still: list[Column] = []
     for c in data:
-        wanted = F.array_contains(F.col("unavailable"), c)
+        wanted = F.array_contains(F.col("_unavailable"), c)
         from_batch = F.col(f"_b_{c}").isNotNull()
         found = from_batch | F.col("_lrow").isNotNull()
         values[c] = (
@@ -610,10 +624,10 @@ def fill_from_old_key(
             .otherwise(F.col(c))
         )
         still.append(F.when(wanted & ~found, F.lit(c)))
-    passed = [c for c in events.columns if c != "unavailable"]
+    passed = [c for c in events.columns if c != "_unavailable"]
     filled = joined.select(
         *[values[c].alias(c) if c in values else F.col(c) for c in passed],
-        F.filter(F.array(*still), lambda c: c.isNotNull()).alias("unavailable"),
+        F.filter(F.array(*still), lambda c: c.isNotNull()).alias("_unavailable"),
     )
-    rest = events.join(targets.select("partition", "offset"), ["partition", "offset"], "left_anti")
+    rest = events.join(targets.select(*_COORDINATES), _COORDINATES, "left_anti")
     return rest.unionByName(filled.select(*events.columns))

@@ -14,7 +14,12 @@ from reference_fold import FoldTable, Record
 
 from cdc_iceberg.kafka_offsets import ensure_topic
 from cdc_iceberg.settings import Settings
-from cdc_iceberg.table_generator import ColumnSpec, TableMessage, produce_table_messages
+from cdc_iceberg.table_generator import (
+    ColumnSpec,
+    TableMessage,
+    TableSpec,
+    produce_table_messages,
+)
 
 ORDER_LINES_FOLD = FoldTable(
     ("order_id", "line_no"),
@@ -34,6 +39,57 @@ TENANT_NOTES_FOLD = FoldTable(
 )
 
 ADDED = ColumnSpec("c_added", "numeric(8,3)")
+
+# A table whose columns are named like Kafka's record fields and the words a CDC job
+# uses for its own bookkeeping: a source table may name its columns anything.
+PLAIN_WORDS = TableSpec(
+    "public",
+    "plain_words",
+    (
+        ColumnSpec("key", "text", nullable=False),
+        ColumnSpec("partition", "integer", nullable=False),
+        ColumnSpec("value", "text"),
+        ColumnSpec("topic", "text"),
+        ColumnSpec("offset", "bigint"),
+        ColumnSpec("timestamp", "timestamptz"),
+        ColumnSpec("headers", "jsonb"),
+        ColumnSpec("op", "text"),
+        ColumnSpec("row", "integer"),
+        ColumnSpec("problem", "text"),
+        ColumnSpec("unavailable", "text"),
+        ColumnSpec("fresh", "boolean"),
+        ColumnSpec("old_key", "text"),
+        ColumnSpec("reason", "text"),
+        ColumnSpec("n", "integer"),
+        ColumnSpec("seq", "bigint"),
+        ColumnSpec("id", "bigint"),
+    ),
+    ("key", "partition"),
+)
+
+PLAIN_WORDS_FOLD = FoldTable(
+    ("key", "partition"),
+    (
+        ("key", "string", "string"),
+        ("partition", "int", "int"),
+        ("value", "string", "string"),
+        ("topic", "string", "string"),
+        ("offset", "bigint", "bigint"),
+        ("timestamp", "zoned_timestamp", "timestamp"),
+        ("headers", "json", "string"),
+        ("op", "string", "string"),
+        ("row", "int", "int"),
+        ("problem", "string", "string"),
+        ("unavailable", "string", "string"),
+        ("fresh", "boolean", "boolean"),
+        ("old_key", "string", "string"),
+        ("reason", "string", "string"),
+        ("n", "int", "int"),
+        ("seq", "bigint", "bigint"),
+        ("id", "bigint", "bigint"),
+        ("schema_json", "string", "string"),  # added mid-stream
+    ),
+)
 
 TYPED_ROWS_FOLD = FoldTable(
     ("id",),

@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 from reference_fold import fold
 from support import assert_table_equals_fold, catalog, dead_letters
-from tables import ADDED, ORDER_LINES_FOLD, TENANT_NOTES_FOLD, TYPED_ROWS_FOLD, corrupt, publish
+from tables import (
+    ADDED,
+    ORDER_LINES_FOLD,
+    PLAIN_WORDS,
+    PLAIN_WORDS_FOLD,
+    TENANT_NOTES_FOLD,
+    TYPED_ROWS_FOLD,
+    corrupt,
+    publish,
+)
 
 from cdc_iceberg.schema_discovery import SchemaUnknownError
 from cdc_iceberg.settings import Settings
@@ -100,6 +109,38 @@ def test_every_postgres_type_round_trips_and_a_column_is_added(
     # and some rows hold values in every column
     for column in ("c_numeric_wide", "c_timestamp", "c_bytea", "c_numeric_array", "c_jsonb"):
         assert any(row[column] is not None for row in expected.rows.values()), column
+
+
+def test_columns_may_take_the_names_of_kafka_fields_and_the_jobs_words(
+    spark: Any, undeclared: Settings
+) -> None:
+    """``key``, ``value``, ``offset``, ``timestamp``, ``op``, ``problem``... are columns too."""
+    settings = undeclared.replace(max_offsets_per_trigger=150)
+    source = TableSource(PLAIN_WORDS, seed=21, null_share=0.15)
+    added = ColumnSpec("schema_json", "text")
+    history = source.random_history(
+        400,
+        60,
+        snapshot_rows=20,
+        toast_share=0.3,
+        pk_change_share=0.06,
+        redelivery_share=0.03,
+        added_columns=[added],
+    )
+    history = corrupt(history, "row", "not a number")
+    records = publish(settings, history)
+    drain(spark, settings)
+
+    expected = fold(records, table=PLAIN_WORDS_FOLD)
+    assert expected.rows and expected.deleted
+    assert_table_equals_fold(settings, expected.rows, PLAIN_WORDS_FOLD)
+    assert identifier_fields(settings) == ["key", "partition"]
+    (letter,) = dead_letters(settings)
+    assert (letter["kafka_partition"], letter["kafka_offset"]) in expected.dead
+    assert "column row" in letter["reason"]
+    tombstones = catalog(settings).load_table(settings.tombstone_table).scan().to_arrow()
+    held = set(zip(tombstones["key"].to_pylist(), tombstones["partition"].to_pylist(), strict=True))
+    assert held == set(expected.deleted)
 
 
 def test_a_value_that_does_not_fit_its_column_is_dead_lettered_by_name(

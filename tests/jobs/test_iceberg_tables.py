@@ -61,7 +61,7 @@ def test_merge_guards_every_action_with_the_whole_sequence() -> None:
     )
     assert sql.count(newer) == 2
     assert "WHEN MATCHED AND s.cdc_op = 'd' AND" in sql
-    assert "CASE WHEN array_contains(s.unavailable, 'body') THEN t.`body` ELSE s.`body` END" in sql
+    assert "CASE WHEN array_contains(s._unavailable, 'body') THEN t.`body` ELSE s.`body` END" in sql
     assert "WHEN NOT MATCHED AND s.cdc_op <> 'd' THEN INSERT" in sql
 
 

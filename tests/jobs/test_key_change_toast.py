@@ -68,7 +68,7 @@ def test_create_of_a_key_change_takes_toasted_values_from_the_old_key(spark: Any
     )
     # materialized, as the job's typed batch is (persisted)
     typed = type_columns(parse_events(raw, "envelope", KEY), ARTICLE_COLUMNS, KEY).localCheckpoint()
-    typed = typed.where("problem IS NULL")
+    typed = typed.where("_problem IS NULL")
     stored = spark.createDataFrame(
         [("s", "S", "stored body of s")], "article_id string, title string, body string"
     )
@@ -76,10 +76,10 @@ def test_create_of_a_key_change_takes_toasted_values_from_the_old_key(spark: Any
 
     out = fill_from_old_key(typed, old_keys(raw, [(ARTICLE_KEY, "string")]), stored, names, key=KEY)
 
-    rows = {(r.article_id, r.offset): r for r in out.collect()}
+    rows = {(r.article_id, r.kafka_offset): r for r in out.collect()}
     assert len(rows) == typed.count(), "every event passes, once"
-    assert rows[("a2", 2)].body == "body of a" and rows[("a2", 2)].unavailable == []
-    assert rows[("s2", 4)].body == "stored body of s" and rows[("s2", 4)].unavailable == []
-    assert rows[("x2", 5)].body is None and rows[("x2", 5)].unavailable == ["body"]
-    assert rows[("k", 6)].unavailable == ["body"]
+    assert rows[("a2", 2)].body == "body of a" and rows[("a2", 2)]._unavailable == []
+    assert rows[("s2", 4)].body == "stored body of s" and rows[("s2", 4)]._unavailable == []
+    assert rows[("x2", 5)].body is None and rows[("x2", 5)]._unavailable == ["body"]
+    assert rows[("k", 6)]._unavailable == ["body"]
     assert rows[("a", 7)].body == "a newer body"

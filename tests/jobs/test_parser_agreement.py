@@ -62,16 +62,16 @@ def _job(spark: Any, records: list[Record]) -> dict[tuple[int, int], dict[str, A
     typed = type_columns(parse_events(raw, "envelope", KEY), ARTICLE_COLUMNS, KEY)
     # timestamps as microseconds: exact, and any year survives the trip to Python
     out = typed.select(
-        "partition",
-        "offset",
+        "kafka_partition",
+        "kafka_offset",
         "cdc_op",
         "ts_ms",
         "lsn",
-        "problem",
-        "unavailable",
+        F.col("_problem").alias("problem"),
+        F.col("_unavailable").alias("unavailable"),
         *[F.unix_micros(n).alias(n) if n in TIMESTAMPS else F.col(n) for n, _ in ARTICLE_COLUMNS],
     ).collect()
-    return {(r["partition"], r["offset"]): r.asDict() for r in out}
+    return {(r["kafka_partition"], r["kafka_offset"]): r.asDict() for r in out}
 
 
 def _expected_value(column: str, value: Any) -> Any:

@@ -65,7 +65,7 @@ def test_a_blocking_snapshot_read_is_ordered_just_before_its_lsn(spark: Any) -> 
     from jobs.transforms import parse_events
 
     lsns = {
-        (r.op, r.article_id): r.lsn for r in parse_events(_raw(spark), "envelope", KEY).collect()
+        (r._op, r.article_id): r.lsn for r in parse_events(_raw(spark), "envelope", KEY).collect()
     }
 
     assert lsns[("r", "race-1")] == S - 1
@@ -80,7 +80,7 @@ def test_the_racing_change_wins_over_the_snapshot_read_in_lsn_order(spark: Any) 
     columns = [(n, t) for n, t in ARTICLE_COLUMNS if n in ("article_id", "title")]
     # materialized, as the job's typed batch is (persisted)
     typed = type_columns(parse_events(_raw(spark), "envelope", KEY), columns, KEY).localCheckpoint()
-    typed = typed.where("problem IS NULL")
+    typed = typed.where("_problem IS NULL")
     newest = collapse_newest(typed, [n for n, _ in columns], SEQUENCE_ORDERS["lsn"], key=KEY)
     got = {r.article_id: (r.cdc_op, r.title) for r in newest.collect()}
 

@@ -49,13 +49,13 @@ def test_parse_with_and_without_wrapper(spark: Any) -> None:
             (b'{"article_id": "a"}', None),
         ],
     )
-    rows = parse_events(raw, "envelope", KEY).orderBy("offset").collect()
-    assert [(r.op, r.ts_ms, r.lsn, r.article_id, r.problem) for r in rows[:2]] == [
+    rows = parse_events(raw, "envelope", KEY).orderBy("_kafka_offset").collect()
+    assert [(r._op, r.ts_ms, r.lsn, r.article_id, r._problem) for r in rows[:2]] == [
         ("c", 10, 100, "a", None),
         ("u", 11, 101, "a", None),
     ]
-    assert rows[0].schema_json is not None and rows[1].schema_json is None
-    assert rows[2].kafka_tombstone and rows[2].problem is None
+    assert rows[0]._schema_json is not None and rows[1]._schema_json is None
+    assert rows[2]._tombstone and rows[2]._problem is None
 
 
 def test_delete_takes_key_from_before_image(spark: Any) -> None:
@@ -64,7 +64,7 @@ def test_delete_takes_key_from_before_image(spark: Any) -> None:
     rows = parse_events(
         _raw(spark, [(None, _value("d", "gone", 5, 50))]), "envelope", KEY
     ).collect()
-    assert (rows[0].op, rows[0].article_id, rows[0].problem) == ("d", "gone", None)
+    assert (rows[0]._op, rows[0].article_id, rows[0]._problem) == ("d", "gone", None)
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_problems_are_named(spark: Any, value: bytes, problem: str) -> None:
     from jobs.transforms import parse_events
 
     assert (
-        parse_events(_raw(spark, [(None, value)]), "envelope", KEY).collect()[0].problem == problem
+        parse_events(_raw(spark, [(None, value)]), "envelope", KEY).collect()[0]._problem == problem
     )
 
 
@@ -112,13 +112,13 @@ def test_typing_flags_misfits_and_toast(spark: Any) -> None:
     )
     rows = (
         type_columns(parse_events(raw, "envelope", KEY), ARTICLE_COLUMNS, KEY)
-        .orderBy("offset")
+        .orderBy("_kafka_offset")
         .collect()
     )
-    assert rows[0].word_count == 12 and rows[0].problem is None
+    assert rows[0].word_count == 12 and rows[0]._problem is None
     assert rows[0].published_at == datetime(2026, 1, 2, 3, 4, 5, 500000)
-    assert "column word_count: value 'a dozen' does not fit type int" in rows[1].problem
-    assert rows[2].unavailable == ["body"] and rows[2].body is None and rows[2].problem is None
+    assert "column word_count: value 'a dozen' does not fit type int" in rows[1]._problem
+    assert rows[2]._unavailable == ["body"] and rows[2].body is None and rows[2]._problem is None
 
 
 def test_collapse_keeps_newest_by_whole_tuple_and_fills_toast(spark: Any) -> None:
@@ -137,9 +137,9 @@ def test_collapse_keeps_newest_by_whole_tuple_and_fills_toast(spark: Any) -> Non
     names = [n for n, _ in ARTICLE_COLUMNS]
     rows = {r.article_id: r for r in collapse_newest(typed, names, key=KEY).collect()}
     assert rows["a"].title == "third" and rows["a"].lsn == 30
-    assert rows["a"].body == "newer text" and rows["a"].unavailable == []
+    assert rows["a"].body == "newer text" and rows["a"]._unavailable == []
     assert rows["a"]._events == 3
-    assert rows["b"].unavailable == ["body"]
+    assert rows["b"]._unavailable == ["body"]
 
 
 def _changes_for_parts() -> list[tuple[str, str, int, str | None]]:
@@ -178,7 +178,7 @@ def _collapsed_both_ways(spark: Any, changes: list[Any], toasted: set[str] | Non
     ).cache()
     names = [n for n, _ in ARTICLE_COLUMNS]
     # each key's changes split over two parts, as over Kafka partitions in the job
-    parts = typed.groupBy((F.col("offset") % 2).alias("part"), ARTICLE_KEY).agg(
+    parts = typed.groupBy((F.col("_kafka_offset") % 2).alias("part"), ARTICLE_KEY).agg(
         *newest_aggregates(names, toasted=toasted, key=KEY)
     )
     combined = {
@@ -197,12 +197,12 @@ def test_combined_parts_equal_the_collapse_when_toasted_columns_are_known(
     assert combined.keys() == reference.keys() == {"a", "b", "c", "e"}
     for key, row in reference.items():
         if row["cdc_op"] == "d":  # a delete's values are never written
-            fields = ("ts_ms", "lsn", "cdc_op", "unavailable", "_events")
+            fields = ("ts_ms", "lsn", "cdc_op", "_unavailable", "_events")
             assert {f: combined[key][f] for f in fields} == {f: row[f] for f in fields}
         else:
             assert combined[key] == row
-    assert reference["a"]["body"] == "a3" and reference["a"]["unavailable"] == []
-    assert reference["e"]["unavailable"] == ["body"]
+    assert reference["a"]["body"] == "a3" and reference["a"]["_unavailable"] == []
+    assert reference["e"]["_unavailable"] == ["body"]
 
 
 def test_whole_rows_equal_the_collapse_in_a_batch_without_toast(spark: Any) -> None:
@@ -212,7 +212,7 @@ def test_whole_rows_equal_the_collapse_in_a_batch_without_toast(spark: Any) -> N
     for key, row in reference.items():
         if row["cdc_op"] != "d":
             assert combined[key] == row
-    assert reference["a"]["body"] is None and reference["a"]["unavailable"] == []
+    assert reference["a"]["body"] is None and reference["a"]["_unavailable"] == []
 
 
 def test_a_drivers_expressions_are_built_once_and_serve_every_batch(spark: Any) -> None:
@@ -228,5 +228,5 @@ def test_a_drivers_expressions_are_built_once_and_serve_every_batch(spark: Any) 
     second = parse_events(
         _raw(spark, [(None, _value("u", "b", 11, 101, title="y"))]), "envelope", KEY
     )
-    assert [(r.op, r.article_id) for r in first.collect()] == [("c", "a")]
-    assert [(r.op, r.article_id) for r in second.collect()] == [("u", "b")]
+    assert [(r._op, r.article_id) for r in first.collect()] == [("c", "a")]
+    assert [(r._op, r.article_id) for r in second.collect()] == [("u", "b")]

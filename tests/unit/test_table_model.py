@@ -94,10 +94,16 @@ def test_a_type_that_cannot_be_held_is_refused_naming_the_column() -> None:
         from_debezium(key, value, "public.places")
 
 
-@pytest.mark.parametrize("name", ["ts_ms", "cdc_op", "timestamp", "offset", "_n", "row"])
+@pytest.mark.parametrize("name", ["ts_ms", "cdc_op", "kafka_offset", "ingested_at", "_n", "_row"])
 def test_a_column_named_like_the_pipelines_own_is_refused(name: str) -> None:
     with pytest.raises(TableModelError, match=f"column {name}"):
         TableModel(("id",), (Column("id", "string"), Column(name, "string")))
+
+
+@pytest.mark.parametrize("name", ["key", "value", "offset", "timestamp", "op", "row", "problem"])
+def test_a_column_may_take_the_name_of_a_kafka_field_or_a_word_of_the_job(name: str) -> None:
+    model = TableModel((name,), (Column(name, "string"), Column("id", "string")))
+    assert model.key == (name,) and model.names == [name, "id"]
 
 
 def test_key_columns_must_be_columns() -> None:
