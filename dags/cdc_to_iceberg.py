@@ -13,9 +13,10 @@ per table: the group's lag per partition under a threshold; reschedules
 instead of holding a slot). A table that failed the drain fails its own
 validation; the others are validated all the same.
 
-Each Iceberg table named in `pipelines.yaml` is an Airflow Asset
-(`iceberg://<catalog>/<namespace>/<table>`) the drain updates, so downstream
-DAGs can be scheduled on it.
+Each Iceberg table is an Airflow Asset (`iceberg://<catalog>/<namespace>/<table>`):
+the drain records an event for every table it committed to, through the asset
+alias `cdc_iceberg_tables` (tables found by the topic pattern too), so
+downstream DAGs can be scheduled on one table or on the alias.
 
 One writer per table: `max_active_runs=1` and the `cdc_iceberg_writer` pool,
 which the backfill, reset and maintenance DAGs share.
@@ -28,24 +29,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
+from cdc_airflow.assets import TABLES
 from cdc_airflow.operators import CdcDrainOperator, CdcValidateOperator
 from cdc_airflow.sensors import KafkaLagSensor
 
-from cdc_iceberg import pipelines
-from cdc_iceberg.settings import Settings
-
 WRITER_POOL = "cdc_iceberg_writer"
-
-
-def table_assets(settings: Settings) -> list[Asset]:
-    """An Asset per Iceberg table the pipelines file names (read at parse time, no Kafka)."""
-    config = pipelines.load(settings.pipelines_file)
-    catalog = settings.iceberg_catalog_name
-    return [
-        Asset(name=t.iceberg_table, uri=f"iceberg://{catalog}/{t.iceberg_table.replace('.', '/')}")
-        for t in config.tables
-    ]
 
 
 @dag(
@@ -72,9 +61,7 @@ def cdc_to_iceberg() -> None:
         return CdcKafkaHook().configured_tables()
 
     names = tables()
-    drain = CdcDrainOperator(
-        task_id="drain", tables="all", pool=WRITER_POOL, outlets=table_assets(Settings.from_env())
-    )
+    drain = CdcDrainOperator(task_id="drain", tables="all", pool=WRITER_POOL, outlets=[TABLES])
     validate = CdcValidateOperator.partial(
         task_id="validate", drain_task_id="drain", trigger_rule="all_done"
     ).expand(table=names)

@@ -16,6 +16,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from cdc_airflow import assets
 from cdc_airflow.hooks import CdcKafkaHook, settings_for_table
 from cdc_iceberg.settings import PROJECT_ROOT, Settings, SettingsError
 
@@ -165,7 +166,9 @@ class CdcDrainOperator(_SparkJobOperator):
     Before paying for a Spark start it compares the topics' end offsets with
     the offsets the tables record: when nothing is new the task ends at once.
     Returns (XCom) the batch metrics the job recorded in the snapshot summaries
-    (per table under ``tables`` for a drain of many).
+    (per table under ``tables`` for a drain of many). Each table it committed
+    to gets an asset event through :data:`cdc_airflow.assets.TABLES`, the
+    operator's outlet unless ``outlets`` says otherwise.
     """
 
     template_fields: Sequence[str] = (
@@ -193,6 +196,7 @@ class CdcDrainOperator(_SparkJobOperator):
         topic: str | None = None,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("outlets", [assets.TABLES])
         super().__init__(**kwargs)
         self.tables = tables
         self.topic = topic
@@ -261,6 +265,8 @@ class CdcDrainOperator(_SparkJobOperator):
             },
         }
         self.log.info("drain: %s", json.dumps(totals))
+        if batches:
+            assets.announce(context, settings.iceberg_catalog_name, settings.iceberg_table, totals)
         return result
 
     def _execute_tables(self, context: Any) -> dict[str, Any]:
@@ -308,6 +314,9 @@ class CdcDrainOperator(_SparkJobOperator):
                 per_table = self._per_table(tables, before, skipped)
         if skipped:
             per_table = self._per_table(tables, before, skipped)
+        for name, drained in per_table.items():
+            if drained["batches"]:
+                assets.announce(context, base.iceberg_catalog_name, name, drained["totals"])
         batches = [b for t in per_table.values() for b in t["batches"]]
         totals = _totals(batches)
         self.log.info("drain of %d tables: %s", len(tables), json.dumps(totals))

@@ -69,6 +69,17 @@ def _xcom(db: Path, run: Any, task_id: str) -> Any:
     return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
+def _asset_events(db: Path, run: Any) -> dict[str, dict[str, Any]]:
+    """URI -> extra of the asset events the run's tasks recorded."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE e.source_dag_id = ? AND e.source_run_id = ?",
+            (run.dag_id, run.run_id),
+        ).fetchall()
+    return {uri: json.loads(extra) if isinstance(extra, str) else extra for uri, extra in rows}
+
+
 def _states(run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
@@ -96,12 +107,15 @@ def test_scheduled_run_drains_validates_and_then_skips_spark(
     assert facts["rows"] == len(fold(records).rows)
     lag = _xcom(airflow_db, run, "consumer_lag")
     assert lag["total"] == 0
+    uri = f"iceberg://{settings.iceberg_catalog_name}/{settings.iceberg_table.replace('.', '/')}"
+    assert _asset_events(airflow_db, run)[uri]["events_in"] == len(records)
 
     before = snapshots(settings)
     idle = dag.test()
     assert _states(idle)["drain"] == "success"
     assert _xcom(airflow_db, idle, "drain")["skipped"] is True
     assert snapshots(settings) == before
+    assert _asset_events(airflow_db, idle) == {}, "a drain that changed nothing records no event"
 
 
 def test_scheduled_run_drains_every_table_and_validates_each(
@@ -147,6 +161,13 @@ def test_scheduled_run_drains_every_table_and_validates_each(
     drained = _xcom(airflow_db, run, "drain")
     assert set(drained["tables"]) == {settings.iceberg_table, lines_table.iceberg_table}
     assert drained["totals"]["events_in"] == len(articles) + len(line_records)
+    # each table an Asset, its event recorded through the alias with the drain's totals
+    events = _asset_events(airflow_db, run)
+    prefix = f"iceberg://{settings.iceberg_catalog_name}/neuronews/"
+    assert {uri: e["events_in"] for uri, e in events.items()} == {
+        prefix + settings.iceberg_table.split(".")[1]: len(articles),
+        prefix + f"{schema}_order_lines": len(line_records),
+    }
 
     # the backfill form takes the table from the file: its own topic is re-read
     before = snapshots(settings)
