@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cdc_iceberg import kafka_offsets, pipelines
+from cdc_iceberg.checkpoint_log import checkpoint_exists, checkpoint_offsets, is_local
 from cdc_iceberg.schema_discovery import SchemaUnknownError, model_from_topic
 from cdc_iceberg.settings import Settings
 from cdc_iceberg.table_model import TableModelError, source_table
@@ -33,9 +34,6 @@ from jobs.batch_writer import BatchMetrics, BatchWriter
 from jobs.checkpoint import (
     CheckpointInUseError,
     CheckpointLock,
-    checkpoint_exists,
-    checkpoint_offsets,
-    is_local,
     set_aside_corrupt_checkpoint,
     set_aside_uncommitted_batch,
 )

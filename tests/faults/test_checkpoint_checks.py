@@ -12,12 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.checkpoint import (
-    checkpoint_exists,
-    checkpoint_offsets,
-    checkpoint_problem,
-    set_aside_corrupt_checkpoint,
-)
+from cdc_iceberg.checkpoint_log import checkpoint_exists, checkpoint_offsets, checkpoint_problem
+from jobs.checkpoint import set_aside_corrupt_checkpoint
 
 TOPIC = "neuronews.public.articles"
 
