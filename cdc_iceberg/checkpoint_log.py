@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -140,6 +141,21 @@ def checkpoint_problem(location: str) -> str | None:
     return None
 
 
+def _entry_offsets(path: Path, topic: str) -> dict[int, int] | None:
+    """The topic's offsets in an offset-log entry, or None when it holds none readable."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    lines = [x for x in text.splitlines() if x.strip()]
+    for line in lines[2:]:
+        try:
+            return kafka_offsets.from_spark_json(line, topic)
+        except (ValueError, AttributeError, TypeError):
+            continue
+    return None
+
+
 def checkpoint_offsets(location: str, topic: str) -> dict[int, int]:
     """Offsets of the newest batch in a local checkpoint's offset log."""
     if not is_local(location):
@@ -148,14 +164,29 @@ def checkpoint_offsets(location: str, topic: str) -> dict[int, int]:
     if not directory.is_dir():
         return {}
     for batch in sorted(_batch_files(directory), reverse=True):
-        try:
-            text = (directory / str(batch)).read_text()
-        except (OSError, UnicodeDecodeError):
-            continue
-        lines = [x for x in text.splitlines() if x.strip()]
-        for line in lines[2:]:
-            try:
-                return kafka_offsets.from_spark_json(line, topic)
-            except (ValueError, AttributeError, TypeError):
-                continue
+        found = _entry_offsets(directory / str(batch), topic)
+        if found is not None:
+            return found
     return {}
+
+
+@dataclass(frozen=True)
+class CommittedBatch:
+    """The newest batch a checkpoint's commit log holds and where it ended."""
+
+    batch_id: int
+    offsets: dict[int, int]  # the batch's end offsets (its offset-log entry)
+    planned: tuple[int, ...] = ()  # batches planned after it and never committed
+
+
+def committed_batch(location: str, topic: str) -> CommittedBatch | None:
+    """The newest committed batch of a local checkpoint (None: nothing committed yet)."""
+    root = local_path(location)
+    commits = _batch_files(root / "commits")
+    if not commits:
+        return None
+    last = max(commits)
+    offsets = _batch_files(root / "offsets")
+    found = _entry_offsets(offsets[last], topic) if last in offsets else None
+    planned = tuple(sorted(n for n in offsets if n > last))
+    return CommittedBatch(last, found or {}, planned)

@@ -37,7 +37,7 @@ def table_exists(settings: Settings, table: str | None = None) -> bool:
     return bool(catalog(settings).table_exists(table or settings.iceberg_table))
 
 
-def _ancestry(table: Any) -> list[Any]:
+def ancestry(table: Any) -> list[Any]:
     """Snapshots of the current branch, newest first."""
     by_id = {s.snapshot_id: s for s in table.snapshots()}
     chain = []
@@ -49,7 +49,7 @@ def _ancestry(table: Any) -> list[Any]:
     return chain
 
 
-def _summary(snapshot: Any) -> dict[str, str]:
+def snapshot_summary(snapshot: Any) -> dict[str, str]:
     return dict(snapshot.summary.additional_properties) if snapshot.summary else {}
 
 
@@ -66,8 +66,8 @@ def committed_offsets(settings: Settings, pipeline_id: str | None = None) -> dic
         return {}
     pipeline_id = pipeline_id or settings.pipeline_id
     table = catalog(settings).load_table(settings.iceberg_table)
-    for snapshot in _ancestry(table):
-        summary = _summary(snapshot)
+    for snapshot in ancestry(table):
+        summary = snapshot_summary(snapshot)
         if (
             summary.get(SUMMARY_PIPELINE) == pipeline_id
             and summary.get(SUMMARY_TOPIC) == settings.kafka_topic
@@ -83,10 +83,10 @@ def batches_since(settings: Settings, snapshot_id: int | None) -> list[dict[str,
         return []
     table = catalog(settings).load_table(settings.iceberg_table)
     out = []
-    for snapshot in _ancestry(table):
+    for snapshot in ancestry(table):
         if snapshot_id is not None and snapshot.snapshot_id == snapshot_id:
             break
-        summary = _summary(snapshot)
+        summary = snapshot_summary(snapshot)
         if summary.get(SUMMARY_PIPELINE) != settings.pipeline_id:
             continue
         metrics = json.loads(summary.get(SUMMARY_METRICS, "{}"))
