@@ -16,7 +16,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from cdc_airflow import assets
+from cdc_airflow import assets, metrics
 from cdc_airflow.hooks import CdcKafkaHook, settings_for_table
 from cdc_iceberg.settings import PROJECT_ROOT, Settings, SettingsError
 
@@ -267,6 +267,7 @@ class CdcDrainOperator(_SparkJobOperator):
         self.log.info("drain: %s", json.dumps(totals))
         if batches:
             assets.announce(context, settings.iceberg_catalog_name, settings.iceberg_table, totals)
+            metrics.emit_drain(settings.iceberg_table, batches)
         return result
 
     def _execute_tables(self, context: Any) -> dict[str, Any]:
@@ -317,6 +318,7 @@ class CdcDrainOperator(_SparkJobOperator):
         for name, drained in per_table.items():
             if drained["batches"]:
                 assets.announce(context, base.iceberg_catalog_name, name, drained["totals"])
+                metrics.emit_drain(name, drained["batches"])
         batches = [b for t in per_table.values() for b in t["batches"]]
         totals = _totals(batches)
         self.log.info("drain of %d tables: %s", len(tables), json.dumps(totals))
@@ -419,6 +421,14 @@ class CdcValidateOperator(BaseOperator):
             batches=drain.get("batches") or [],
         )
         self.log.info("%s", report.message())
+        metrics.emit_gauges(
+            settings.iceberg_table,
+            {
+                "rows": stats.rows,
+                "staleness_s": report.facts["staleness_s"],
+                "dead_letters": stats.dead_letters,
+            },
+        )
         if not report.ok:
             raise AirflowFailException(report.message())
         return report.facts

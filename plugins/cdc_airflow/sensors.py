@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from cdc_airflow import metrics
 from cdc_airflow.hooks import CdcKafkaHook, settings_for_table
 
 
@@ -50,6 +51,7 @@ class KafkaLagSensor(BaseSensorOperator):
         committed = kafka_offsets.committed_offsets(settings, group)
         report = evaluate_lag(end, committed, int(self.max_lag))
         self.log.info("%s: %s", group, report.message)
+        metrics.emit_gauges(settings.iceberg_table, {"lag": report.total})
         value = {
             "table": settings.iceberg_table,
             "group": group,

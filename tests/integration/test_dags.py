@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,63 @@ def _asset_events(db: Path, run: Any) -> dict[str, dict[str, Any]]:
     return {uri: json.loads(extra) if isinstance(extra, str) else extra for uri, extra in rows}
 
 
+class StatsdListener:
+    """A StatsD server on loopback that keeps every packet it receives."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.lines: list[str] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            self.lines.extend(data.decode().splitlines())
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+    def values(self, name: str, kind: str) -> list[float]:
+        """Values received for ``name`` of type ``kind`` (c, g, ms), in order."""
+        out = []
+        for line in self.lines:
+            stat, _, rest = line.partition(":")
+            value, _, rest = rest.partition("|")
+            if stat == name and rest.split("|")[0] == kind:
+                out.append(float(value))
+        return out
+
+
+@pytest.fixture
+def statsd(monkeypatch: pytest.MonkeyPatch) -> Iterator[StatsdListener]:
+    """Airflow's metrics sent to a local StatsD listener, as ``[metrics] statsd_on`` does."""
+    from airflow.sdk._shared.observability.metrics import stats
+    from airflow.sdk.observability.metrics import stats_utils
+
+    listener = StatsdListener()
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_ON", "True")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PORT", str(listener.port))
+    monkeypatch.setenv("AIRFLOW__METRICS__STATSD_PREFIX", "airflow")
+    # what the task runner does when a worker starts a task
+    stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+    try:
+        yield listener
+    finally:
+        listener.stop()
+        stats.initialize(factory=stats_utils.NoStatsLogger, export_legacy_names=False)
+
+
 def _states(run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
@@ -119,7 +178,11 @@ def test_scheduled_run_drains_validates_and_then_skips_spark(
 
 
 def test_scheduled_run_drains_every_table_and_validates_each(
-    airflow_db: Path, pipeline: Settings, work_dir: Path, monkeypatch: pytest.MonkeyPatch
+    airflow_db: Path,
+    pipeline: Settings,
+    work_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    statsd: StatsdListener,
 ) -> None:
     schema = "d" + pipeline.pipeline_id.removeprefix("group_t")
     lines = TableSource(dataclasses.replace(ORDER_LINES, schema=schema), seed=86)
@@ -168,6 +231,18 @@ def test_scheduled_run_drains_every_table_and_validates_each(
         prefix + settings.iceberg_table.split(".")[1]: len(articles),
         prefix + f"{schema}_order_lines": len(line_records),
     }
+    # each table's figures reached StatsD under its own name
+    for table, records, rows in (
+        (settings, articles, fold(articles).rows),
+        (lines_table, line_records, fold(line_records, table=ORDER_LINES_FOLD).rows),
+    ):
+        name = f"airflow.cdc_iceberg.{table.iceberg_table}"
+        committed = [s for s in snapshots(table) if "cdc.metrics" in s]
+        assert statsd.values(f"{name}.events_in", "c") == [len(records)]
+        assert statsd.values(f"{name}.batches", "c") == [len(committed)]
+        assert len(statsd.values(f"{name}.batch_duration", "ms")) == len(committed)
+        assert statsd.values(f"{name}.rows", "g") == [len(rows)]
+        assert statsd.values(f"{name}.lag", "g")[-1] == 0
 
     # the backfill form takes the table from the file: its own topic is re-read
     before = snapshots(settings)
