@@ -41,7 +41,7 @@ STAMP_KAFKA := $(JARS)/kafka/.fetched
 STAMP_APT := build/.system-packages
 
 .PHONY: setup jars class-archive system-packages kafka-up kafka-down drain generate airflow-init demo \
-        test test-faults lint clean airflow-ui maintain status bench bench-full
+        test test-faults lint clean airflow-ui maintain status dlq-replay bench bench-full
 
 setup: $(STAMP_APT) $(STAMP_PY) jars class-archive
 
@@ -89,6 +89,11 @@ drain: setup
 
 drain-all: setup
 	$(PY) -m cdc_iceberg.submit -- --tables all
+
+# dead letters re-applied once their cause is fixed: TABLE=, REASON=, APPLY=1 to write
+dlq-replay: setup
+	$(PY) -m cdc_iceberg.submit --job dlq_replay -- $(if $(TABLE),--table "$(TABLE)") \
+	  $(if $(REASON),--reason "$(REASON)") $(if $(APPLY),--apply)
 
 status: setup
 	$(PY) -m cdc_iceberg status

@@ -57,12 +57,19 @@ DLQ_COLUMNS: tuple[tuple[str, str], ...] = (
     ("reason", "string"),
     ("batch_id", "bigint"),
     ("dead_lettered_at", "timestamp"),
+    # set by a dead-letter replay (jobs.dlq_replay): which one, when, and what became of it
+    # ('applied', or 'failed: <reason>'); a dead letter is never deleted
+    ("replay_id", "string"),
+    ("replayed_at", "timestamp"),
+    ("replay_outcome", "string"),
 )
+DLQ_REPLAY_COLUMNS = ("replay_id", "replayed_at", "replay_outcome")
 
 # Snapshot summary keys written with every commit of the job.
 SUMMARY_PIPELINE = "cdc.pipeline-id"
 SUMMARY_TOPIC = "cdc.topic"
 SUMMARY_BATCH = "cdc.batch-id"
+SUMMARY_REPLAY = "cdc.replay-id"  # a dead-letter replay's commit (jobs.dlq_replay)
 SUMMARY_OFFSETS = "cdc.offsets"  # cumulative end offsets after this commit {partition: next}
 SUMMARY_RANGE = "cdc.batch-range"  # this batch {partition: [start, end)}
 SUMMARY_METRICS = "cdc.metrics"

@@ -4,6 +4,7 @@ Usage::
 
     python -m cdc_iceberg.submit                      # one drain (make drain)
     python -m cdc_iceberg.submit --job iceberg_maintenance
+    python -m cdc_iceberg.submit --job dlq_replay -- --table public.articles --apply
     python -m cdc_iceberg.submit -- --dry-run         # arguments after -- go to the job
 
 The command line comes from :mod:`cdc_iceberg.spark_conf`, the one builder of
@@ -37,7 +38,9 @@ def masked(command: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="spark-submit a job of this project")
     parser.add_argument(
-        "--job", default="cdc_to_iceberg", choices=["cdc_to_iceberg", "iceberg_maintenance"]
+        "--job",
+        default="cdc_to_iceberg",
+        choices=["cdc_to_iceberg", "iceberg_maintenance", "dlq_replay"],
     )
     parser.add_argument("job_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ from cdc_iceberg.schema import (
     SUMMARY_OFFSETS,
     SUMMARY_PIPELINE,
     SUMMARY_RANGE,
+    SUMMARY_REPLAY,
     SUMMARY_TOPIC,
     SUMMARY_UNAVAILABLE,
 )
@@ -201,6 +202,14 @@ class BatchWriter:
         self.toasted: frozenset[str] = unavailable_in(summary)
         # the table's key: what one row is, for the collapse, the MERGE and the tombstones
         self.key: tuple[str, ...] = tables.model.key
+        # a dead-letter replay (jobs.dlq_replay) sets its id: every record is applied
+        # whatever its offset, the table's offsets stay as they are, and the records
+        # that fail again are kept in replay_failures instead of being dead-lettered
+        self.replay: str | None = None
+        # a replayed change older than this (source ts_ms) fails: deletes newer than it
+        # may have been forgotten (tombstone retention)
+        self.replay_cutoff_ms: int | None = None
+        self.replay_failures: DataFrame | None = None
 
     # Spark calls this for every micro-batch
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -258,9 +267,8 @@ class BatchWriter:
 
         from jobs import transforms
 
-        frame = parsed.withColumn("_parse_problem", F.col("_problem")).withColumn(
-            "_fresh", (_offset_filter(committed) if committed else F.lit(True))
-        )
+        fresh = _offset_filter(committed) if committed and self.replay is None else F.lit(True)
+        frame = parsed.withColumn("_parse_problem", F.col("_problem")).withColumn("_fresh", fresh)
         if incompatible:
             reason = F.lit(None).cast("string")
             for name, text in incompatible.items():
@@ -272,7 +280,18 @@ class BatchWriter:
         known = F.array(*[F.lit(column[0]) for column in columns])
         frame = frame.withColumn("_new_columns", F.array_except(F.map_keys("_row"), known))
         keep = ("_new_columns", "_schema_json", "_tombstone", "_parse_problem", "_fresh")
-        return transforms.type_columns(frame, columns, self.key, keep=keep)
+        typed = transforms.type_columns(frame, columns, self.key, keep=keep)
+        if self.replay_cutoff_ms is not None:
+            hours = self.settings.tombstone_retention_hours
+            too_old = (F.col("ts_ms") < F.lit(self.replay_cutoff_ms)) & (F.col("cdc_op") != "d")
+            reason = F.lit(
+                f"older than the tombstone retention ({hours} h): a delete of its key since "
+                "then may be forgotten; replay it with the retention check off after checking"
+            )
+            typed = typed.withColumn(
+                "_problem", F.coalesce(F.col("_problem"), F.when(too_old, reason))
+            )
+        return typed
 
     def _before_stop(self, typed: DataFrame) -> DataFrame:
         """A bounded run (backfill) keeps the records before its stop offsets.
@@ -400,16 +419,22 @@ class BatchWriter:
         partials = self._partials(typed, [c[0] for c in columns], cached)
         scan = self._scan(partials)
         STEPS.mark("scan")
-        end = self._end_offsets(batch_id, scan.seen_end)
+        if self.replay is not None:  # dead letters, below the table's offsets: all applied
+            end = scan.seen_end
+            start = {p: scan.first[p] for p in end}
+        else:
+            end = self._end_offsets(batch_id, scan.seen_end)
+            start = {
+                p: committed.get(p, self.initial_offsets.get(p, scan.first.get(p, end[p])))
+                for p in end
+            }
         if not end:
             metrics.skipped = True
             return
-        start = {
-            p: committed.get(p, self.initial_offsets.get(p, scan.first.get(p, end[p]))) for p in end
-        }
         metrics.offsets = {str(p): [start[p], end[p]] for p in sorted(end) if start[p] < end[p]}
         metrics.already_committed = scan.total - scan.fresh
-        if kafka_offsets.covers(committed, end) or not metrics.offsets:
+        replayed = self.replay is not None
+        if not replayed and (kafka_offsets.covers(committed, end) or not metrics.offsets):
             metrics.skipped = True
             log.warning("batch %s is already in the table (replay): skipped", batch_id)
             return
@@ -530,39 +555,52 @@ class BatchWriter:
             key_count = collapsed.count()
             STEPS.mark("collapse")
         metrics.collapsed_in_batch = scan.valid - key_count
+        dead_rows = partials.where(F.col("_dead_offset").isNotNull()).select(
+            F.lit(settings.pipeline_id).alias("pipeline_id"),
+            F.col("_kafka_topic").alias("topic"),
+            F.col("_kafka_partition").cast("int").alias("kafka_partition"),
+            F.col("_dead_offset").alias("kafka_offset"),
+            F.col("_kafka_timestamp").alias("kafka_timestamp"),
+            F.col("_kafka_key").alias("raw_key"),
+            F.col("_kafka_value").alias("raw_value"),
+            F.col("_problem").alias("reason"),
+            F.lit(batch_id).cast("bigint").alias("batch_id"),
+            F.current_timestamp().alias("dead_lettered_at"),
+            F.lit(None).cast("string").alias("replay_id"),
+            F.lit(None).cast("timestamp").alias("replayed_at"),
+            F.lit(None).cast("string").alias("replay_outcome"),
+        )
+        if self.replay is not None:
+            # what fails again: kept (materialized) for the replay to mark its dead letters
+            self.replay_failures = dead_rows.select(
+                "topic", "kafka_partition", "kafka_offset", "reason"
+            ).localCheckpoint()
         if self.dry_run:
             metrics.stale = key_count
             return
 
         merged_end = dict(self.progress)
-        for partition, offset in end.items():
+        for partition, offset in end.items() if self.replay is None else ():
             merged_end[partition] = max(merged_end.get(partition, 0), offset)
         properties = {
             SUMMARY_PIPELINE: settings.pipeline_id,
             SUMMARY_TOPIC: settings.kafka_topic,
-            SUMMARY_BATCH: str(batch_id),
+            SUMMARY_BATCH: str(batch_id) if self.replay is None else f"replay-{self.replay}",
             SUMMARY_OFFSETS: json.dumps({str(p): o for p, o in sorted(merged_end.items())}),
             SUMMARY_RANGE: json.dumps(metrics.offsets),
             SUMMARY_METRICS: json.dumps(self._pre_metrics(metrics)),
             SUMMARY_UNAVAILABLE: json.dumps(sorted(self.toasted)),
         }
+        if self.replay is not None:
+            # not a step of the pipeline's progress: a drain committing meanwhile keeps its
+            # offsets the newest the table records
+            del properties[SUMMARY_PIPELINE], properties[SUMMARY_OFFSETS]
+            properties[SUMMARY_REPLAY] = self.replay
         failpoint(settings, "before_merge", batch_id)
         tables.set_snapshot_properties(properties)
         before_snapshot = tables.current_snapshot_id()
         try:
-            if metrics.dead_lettered:
-                dead_rows = partials.where(F.col("_dead_offset").isNotNull()).select(
-                    F.lit(settings.pipeline_id).alias("pipeline_id"),
-                    F.col("_kafka_topic").alias("topic"),
-                    F.col("_kafka_partition").cast("int").alias("kafka_partition"),
-                    F.col("_dead_offset").alias("kafka_offset"),
-                    F.col("_kafka_timestamp").alias("kafka_timestamp"),
-                    F.col("_kafka_key").alias("raw_key"),
-                    F.col("_kafka_value").alias("raw_value"),
-                    F.col("_problem").alias("reason"),
-                    F.lit(batch_id).cast("bigint").alias("batch_id"),
-                    F.current_timestamp().alias("dead_lettered_at"),
-                )
+            if metrics.dead_lettered and self.replay is None:
                 dead_rows.createOrReplaceTempView("cdc_dead_letters")
                 tables.run_retrying(merge_dlq_sql(tables.dlq, "cdc_dead_letters"))
                 STEPS.mark("merge-dlq")

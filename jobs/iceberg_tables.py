@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from cdc_iceberg.debezium_types import ColumnType, UnsupportedType, column_type
 from cdc_iceberg.schema import (
     DLQ_COLUMNS,
+    DLQ_REPLAY_COLUMNS,
     METADATA_COLUMNS,
     RESERVED,
     SAFE_WIDENING,
@@ -391,9 +392,19 @@ class IcebergTables:
         self._model = self.table_model()
         self.spark.sql(create_tombstones_sql(self.tombstones, self.model, self.buckets, mode))
         self.spark.sql(create_dlq_sql(self.dlq))
+        self._add_replay_columns()
         self._check_sequence_order()
         for table in (self.live, self.tombstones):
             self._keep_write_mode(table, mode)
+
+    def _add_replay_columns(self) -> None:
+        """A dead-letter table made before replays existed gains their columns (metadata only)."""
+        have = {str(f.name()) for f in self.java_table(self.dlq).schema().columns()}
+        types = dict(DLQ_COLUMNS)
+        missing = [c for c in DLQ_REPLAY_COLUMNS if c not in have]
+        if missing:
+            columns = ", ".join(f"`{c}` {types[c]}" for c in missing)
+            self.spark.sql(f"ALTER TABLE {self.dlq} ADD COLUMNS ({columns})")
 
     def _keep_write_mode(self, table: str, mode: str) -> None:
         """A table made under another ICEBERG_WRITE_MODE is switched (a metadata-only commit)."""
