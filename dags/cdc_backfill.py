@@ -22,16 +22,8 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, task
+from cdc_airflow.forms import TABLE_PATTERN, WRITER_POOL, table_param
 from cdc_airflow.operators import CdcDrainOperator
-
-from cdc_iceberg import pipelines
-from cdc_iceberg.settings import Settings
-
-WRITER_POOL = "cdc_iceberg_writer"
-TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}\.[A-Za-z_][A-Za-z0-9_]{0,127}(?![\s\S])"
-# the tables pipelines.yaml names, offered in the form (one matching its topic pattern
-# may be typed: the plan refuses any table the file does not configure)
-TABLES = [t.iceberg_table for t in pipelines.load(Settings.from_env().pipelines_file).tables]
 
 
 @dag(
@@ -79,20 +71,13 @@ TABLES = [t.iceberg_table for t in pipelines.load(Settings.from_env().pipelines_
             title="Stop offsets",
             description="With 'offsets': JSON partition -> offset to stop before.",
         ),
-        "table": Param(
-            None,
-            type=["null", "string"],
-            examples=TABLES or ["neuronews.articles"],
-            pattern=TABLE_PATTERN,
-            maxLength=257,
-            title="Table",
-            description="The table of pipelines.yaml whose topic is re-read "
-            "(empty: the table of KAFKA_TOPIC).",
+        "table": table_param(
+            "The table of pipelines.yaml whose topic is re-read (empty: the table of KAFKA_TOPIC).",
+            optional=True,
         ),
         "target_table": Param(
             None,
             type=["null", "string"],
-            # (?![\s\S]) ends the text in both Python and JavaScript ($ allows a final \n)
             pattern=TABLE_PATTERN,
             maxLength=257,
             title="Target table",

@@ -26,16 +26,8 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag
+from cdc_airflow.forms import WRITER_POOL, table_param
 from cdc_airflow.operators import CdcResetOperator
-
-from cdc_iceberg import pipelines
-from cdc_iceberg.settings import Settings
-
-WRITER_POOL = "cdc_iceberg_writer"
-TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}\.[A-Za-z_][A-Za-z0-9_]{0,127}(?![\s\S])"
-# the tables pipelines.yaml names, offered in the form (one matching its topic pattern
-# may be typed: the reset refuses any table the file does not configure)
-TABLES = [t.iceberg_table for t in pipelines.load(Settings.from_env().pipelines_file).tables]
 
 
 @dag(
@@ -62,16 +54,7 @@ TABLES = [t.iceberg_table for t in pipelines.load(Settings.from_env().pipelines_
             title="Reset offsets to",
             description="For scope 'offsets': earliest retained or latest.",
         ),
-        "table": Param(
-            TABLES[0] if TABLES else "neuronews.articles",
-            type="string",
-            examples=TABLES or ["neuronews.articles"],
-            # (?![\s\S]) ends the text in both Python and JavaScript ($ allows a final \n)
-            pattern=TABLE_PATTERN,
-            maxLength=257,
-            title="Table",
-            description="A table of pipelines.yaml.",
-        ),
+        "table": table_param("A table of pipelines.yaml."),
         "confirm_table": Param(
             "",
             type="string",

@@ -31,10 +31,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 from cdc_airflow.assets import TABLES
+from cdc_airflow.forms import WRITER_POOL
 from cdc_airflow.operators import CdcDrainOperator, CdcValidateOperator
 from cdc_airflow.sensors import KafkaLagSensor
-
-WRITER_POOL = "cdc_iceberg_writer"
 
 
 @dag(

@@ -15,9 +15,8 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import dag
+from cdc_airflow.forms import WRITER_POOL
 from cdc_airflow.operators import IcebergMaintenanceOperator
-
-WRITER_POOL = "cdc_iceberg_writer"
 
 
 @dag(
