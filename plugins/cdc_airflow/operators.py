@@ -1,4 +1,5 @@
-"""Operators: drain (spark-submit of the job), validate, reset, maintenance."""
+"""Operators: drain (spark-submit of the job), validate, reset, dead-letter replay,
+maintenance."""
 
 from __future__ import annotations
 
@@ -489,6 +490,53 @@ class CdcResetOperator(BaseOperator):
         if not dry_run:
             reset.apply_reset(settings, plan)
         return {"dry_run": dry_run, **plan.as_dict()}
+
+
+class CdcDlqReplayOperator(_SparkJobOperator):
+    """Re-apply a table's dead letters (``jobs/dlq_replay.py``) as a spark-submit.
+
+    ``params`` is the replay form (reason, partition, from/to offset, from/to
+    time, dry run, ignore retention), checked by
+    :func:`cdc_airflow.replay_form.replay_args` before anything reaches Spark;
+    ``table`` must be one of ``CDC_PIPELINES_FILE``. A dry run unless the form
+    says ``dry_run`` false. Returns (XCom) what the replay did: dead letters
+    selected, applied, failed again by reason, and the table's changes.
+    """
+
+    job_file = JOBS / "dlq_replay.py"
+    template_fields: Sequence[str] = (*SparkSubmitOperator.template_fields, "table")
+
+    def __init__(self, *, form: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.form = form
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        import tempfile
+
+        from cdc_airflow.replay_form import ReplayFormError, replay_args
+
+        hook = CdcKafkaHook(self.kafka_conn_id)
+        form = self.form if self.form is not None else dict(context.get("params") or {})
+        table = self.table if self.table not in (None, "", "None") else form.get("table")
+        if table is not None and not isinstance(table, str):
+            raise AirflowFailException("table: expected the name of a table")
+        settings = settings_for_table(hook, table)
+        try:
+            args = replay_args(form, str(context.get("run_id") or "manual"))
+        except ReplayFormError as error:
+            raise AirflowFailException(str(error)) from None
+        with tempfile.TemporaryDirectory(prefix="cdc-replay-") as scratch:
+            result_file = Path(scratch) / "result.json"
+            self.submit(
+                context,
+                hook.settings(),
+                ["--table", settings.iceberg_table, *args, "--result-file", str(result_file)],
+            )
+            if not result_file.is_file():
+                raise AirflowFailException("the replay ended without a result; see its log")
+            result = json.loads(result_file.read_text(encoding="utf-8"))
+        self.log.info("dead-letter replay of %s: %s", settings.iceberg_table, json.dumps(result))
+        return result
 
 
 class IcebergMaintenanceOperator(_SparkJobOperator):

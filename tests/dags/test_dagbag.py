@@ -14,7 +14,13 @@ import pytest
 from cdc_iceberg.settings import PROJECT_ROOT
 
 DAGS = PROJECT_ROOT / "dags"
-EXPECTED = {"cdc_to_iceberg", "cdc_backfill", "cdc_reset", "iceberg_maintenance"}
+EXPECTED = {
+    "cdc_to_iceberg",
+    "cdc_backfill",
+    "cdc_reset",
+    "cdc_dlq_replay",
+    "iceberg_maintenance",
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +57,7 @@ def test_writers_share_one_pool(dagbag: Any) -> None:
         "cdc_to_iceberg": "drain",
         "cdc_backfill": "backfill",
         "cdc_reset": "reset",
+        "cdc_dlq_replay": "replay",
         "iceberg_maintenance": "maintain",
     }
     for dag_id, task_id in writers.items():
@@ -58,7 +65,7 @@ def test_writers_share_one_pool(dagbag: Any) -> None:
 
 
 def test_manual_dags_have_forms_that_default_to_dry_run(dagbag: Any) -> None:
-    for dag_id in ("cdc_backfill", "cdc_reset"):
+    for dag_id in ("cdc_backfill", "cdc_reset", "cdc_dlq_replay"):
         dag = dagbag.dags[dag_id]
         assert dag.schedule is None if hasattr(dag, "schedule") else True
         params = dag.params

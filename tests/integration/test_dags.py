@@ -18,6 +18,7 @@ from reference_fold import fold
 from support import (
     assert_ranges_tile,
     assert_table_equals_fold,
+    dead_letters,
     live_rows,
     prepare_airflow_db,
     send,
@@ -258,6 +259,47 @@ def test_scheduled_run_drains_every_table_and_validates_each(
     )
     refused = _dag("cdc_backfill").test(run_conf={"table": "neuronews.not_configured"})
     assert _states(refused)["plan"] == "failed"
+
+
+def test_dead_letter_replay_form_dry_run_then_apply_marks_each(
+    airflow_env: Settings, airflow_db: Path
+) -> None:
+    from cdc_airflow.backfill import run_segment
+
+    from cdc_iceberg.generator import Message
+
+    settings = airflow_env
+    broken = [Message(b'{"article_id": "a-1"}', b"not json", 0), Message(None, b"[1, 2]", 1)]
+    records = send(settings, ArticleSource(seed=88).random_history(200, 30) + broken)
+    assert _states(_dag("cdc_to_iceberg").test())["drain"] == "success"
+    expected = fold(records)
+    assert len(expected.dead) == 2
+    before = snapshots(settings)
+
+    dry = _dag("cdc_dlq_replay").test(run_conf={"table": settings.iceberg_table})
+    assert _states(dry) == {"replay": "success"}
+    result = _xcom(airflow_db, dry, "replay")
+    assert (result["dry_run"], result["selected"], result["failed"]) == (True, 2, 2)
+    assert snapshots(settings) == before
+    assert all(d["replay_outcome"] is None for d in dead_letters(settings))
+
+    applied = _dag("cdc_dlq_replay").test(
+        run_conf={"table": settings.iceberg_table, "reason": "JSON object", "dry_run": False}
+    )
+    result = _xcom(airflow_db, applied, "replay")
+    assert (result["dry_run"], result["selected"], result["applied"]) == (False, 2, 0)
+    letters = dead_letters(settings)
+    assert {(d["kafka_partition"], d["kafka_offset"]) for d in letters} == set(expected.dead)
+    assert {d["replay_id"] for d in letters} == {run_segment(applied.run_id)}
+    assert all(d["replay_outcome"].startswith("failed: value is not a JSON") for d in letters)
+    assert_table_equals_fold(settings, expected.rows)
+
+    refused = _dag("cdc_dlq_replay").test(
+        run_conf={"table": settings.iceberg_table, "from_offset": 5}  # of which partition?
+    )
+    assert _states(refused) == {"replay": "failed"}
+    unknown = _dag("cdc_dlq_replay").test(run_conf={"table": "neuronews.not_configured"})
+    assert _states(unknown) == {"replay": "failed"}
 
 
 def test_backfill_dry_run_then_from_earliest_into_the_live_table(
