@@ -71,7 +71,8 @@ class TableStatus:
     rows: int | None = None
     tombstones: int | None = None
     snapshots: int = 0
-    dead_letters: int = 0
+    dead_letters: int = 0  # not (yet) applied by a replay
+    dead_letters_replayed: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     checkpoint: CheckpointState | None = None
     problems: list[str] = field(default_factory=list)
@@ -199,7 +200,12 @@ def render(statuses: Sequence[TableStatus], now_ms: int) -> str:
                 f"  rows         {_count(s.rows)} live, {_count(s.tombstones)} tombstones, "
                 f"{s.snapshots} snapshots"
             )
-            lines.append(f"  dead letters {s.dead_letters}")
+            replayed = (
+                f" ({s.dead_letters_replayed} more applied by a replay)"
+                if s.dead_letters_replayed
+                else ""
+            )
+            lines.append(f"  dead letters {s.dead_letters}{replayed}")
             for reason, n in sorted(s.dead_letter_reasons.items(), key=lambda i: (-i[1], i[0])):
                 lines.append(f"    {n:>6}  {reason}")
         if s.checkpoint is not None:
@@ -315,8 +321,10 @@ def table_status(
             if status.newest_change_ms is not None:
                 status.age_s = max(0, (now_ms - status.newest_change_ms) // 1000)
             letters = table_state.dead_letters(settings)
-            status.dead_letters = len(letters)
-            status.dead_letter_reasons = dict(Counter(reason_kind(r["reason"]) for r in letters))
+            pending = [r for r in letters if r.get("replay_outcome") != "applied"]
+            status.dead_letters = len(pending)
+            status.dead_letters_replayed = len(letters) - len(pending)
+            status.dead_letter_reasons = dict(Counter(reason_kind(r["reason"]) for r in pending))
     except Exception as error:  # one unreadable table never hides the others
         status.problems.append(f"the table cannot be read: {_why(error)}")
     try:

@@ -102,11 +102,14 @@ def batches_since(settings: Settings, snapshot_id: int | None) -> list[dict[str,
 
 
 def dead_letters(settings: Settings, since_ms: int | None = None) -> list[dict[str, Any]]:
-    """Dead letters (coordinates, reason, time); with ``since_ms`` only those written since."""
+    """Dead letters (coordinates, reason, time, what a replay made of them); with
+    ``since_ms`` only those written since."""
     if not table_exists(settings, settings.iceberg_dlq_table):
         return []
     table = catalog(settings).load_table(settings.iceberg_dlq_table)
     fields = ("kafka_partition", "kafka_offset", "reason", "dead_lettered_at")
+    if "replay_outcome" in {f.name for f in table.schema().fields}:  # older tables lack it
+        fields = (*fields, "replay_outcome")
     rows = table.scan(selected_fields=fields).to_arrow().to_pylist()
     if since_ms is None:
         return rows

@@ -26,6 +26,7 @@ from tables import ORDER_LINES_FOLD, publish
 from cdc_iceberg import table_state
 from cdc_iceberg.settings import PROJECT_ROOT, Settings
 from cdc_iceberg.spark_conf import spark_env
+from cdc_iceberg.status import table_status
 from cdc_iceberg.table_generator import ORDER_LINES, TableMessage, TableSource
 from jobs.cdc_to_iceberg import drain
 from jobs.dlq_replay import Selection, replay
@@ -149,6 +150,12 @@ def test_replay_after_a_widened_column_is_exact_across_a_crash(
     assert set(outcomes.values()) == {"applied"}
     assert {d["replay_id"] for d in letters} == {"fix-quantity"}
     assert all(d["replayed_at"] is not None for d in letters)
+
+    # the status counts the applied ones apart
+    status = table_status(settings)
+    assert (status.dead_letters, status.dead_letters_replayed) == (1, 4)
+    (reason,) = status.dead_letter_reasons
+    assert reason.startswith("column quantity: value '…' does not fit type")
 
     # what was applied is not taken again; what failed is, and fails again
     again = replay(spark, kept, Selection(), dry_run=False)

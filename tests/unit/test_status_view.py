@@ -91,6 +91,7 @@ def test_the_text_view_shows_every_fact_of_every_table() -> None:
         tombstones=9,
         snapshots=12,
         dead_letters=3,
+        dead_letters_replayed=4,
         dead_letter_reasons={"no op field": 1, "column x: value '…' does not fit type int": 2},
         checkpoint=checkpoint_state("/c", {0: 5}, CommittedBatch(4, {0: 5}), exists=True),
     )
@@ -107,6 +108,7 @@ def test_the_text_view_shows_every_fact_of_every_table() -> None:
     assert "(90 s ago)" in text
     assert "last batch   4 at " in text and "60 inserted, 30 updated, 9 deleted" in text
     assert "1,234 live, 9 tombstones, 12 snapshots" in text
+    assert "dead letters 3 (4 more applied by a replay)" in text
     assert text.index("2  column x") < text.index("1  no op field")  # most frequent first
     assert "checkpoint   agrees: batch 4 agrees with the table" in text
     assert "not created yet" in text
