@@ -207,6 +207,14 @@ class CdcDrainOperator(_SparkJobOperator):
         self.stop_offsets = stop_offsets
         self.dry_run = dry_run
         self.skip_when_idle = skip_when_idle
+        # (table settings, committed to it) of the last execute, for OpenLineage
+        self.lineage_tables: list[tuple[Settings, bool]] = []
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Each table's topic in, each table the drain committed to out (OpenLineage)."""
+        from cdc_airflow.lineage import drain_lineage
+
+        return drain_lineage(self.lineage_tables)
 
     def job_settings(self) -> Settings:
         return (
@@ -234,6 +242,7 @@ class CdcDrainOperator(_SparkJobOperator):
             recorded = table_state.committed_offsets(settings)
             pending = kafka_offsets.lag(end, recorded) if recorded else end
             if recorded and sum(pending.values()) == 0:
+                self.lineage_tables = [(settings, False)]
                 self.log.info(
                     "nothing new in %s since the last commit: Spark not started",
                     settings.kafka_topic,
@@ -266,6 +275,7 @@ class CdcDrainOperator(_SparkJobOperator):
             },
         }
         self.log.info("drain: %s", json.dumps(totals))
+        self.lineage_tables = [(settings, bool(batches))]
         if batches:
             assets.announce(context, settings.iceberg_catalog_name, settings.iceberg_table, totals)
             metrics.emit_drain(settings.iceberg_table, batches)
@@ -316,6 +326,7 @@ class CdcDrainOperator(_SparkJobOperator):
                 per_table = self._per_table(tables, before, skipped)
         if skipped:
             per_table = self._per_table(tables, before, skipped)
+        self.lineage_tables = [(tables[n], bool(d["batches"])) for n, d in per_table.items()]
         for name, drained in per_table.items():
             if drained["batches"]:
                 assets.announce(context, base.iceberg_catalog_name, name, drained["totals"])

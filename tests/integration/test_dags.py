@@ -302,6 +302,60 @@ def test_dead_letter_replay_form_dry_run_then_apply_marks_each(
     assert _states(unknown) == {"replay": "failed"}
 
 
+def test_the_drain_reports_topic_in_and_table_out_to_openlineage(
+    airflow_db: Path, pipeline: Settings, work_dir: Path
+) -> None:
+    """A run of the scheduled DAG as `airflow dags test` runs it, with OpenLineage's file
+    transport: the drain's COMPLETE event names the topic and the Iceberg table."""
+    import subprocess
+    import sys
+    from urllib.parse import urlparse
+
+    events_file = work_dir / f"openlineage-{pipeline.pipeline_id}.jsonl"
+    send(pipeline, ArticleSource(seed=89).random_history(120, 20))
+    env = {
+        **os.environ,
+        **pipeline.to_env(),
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(events_file), "append": True}
+        ),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "cdc-tests",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", "cdc_to_iceberg"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+    (complete,) = [
+        e
+        for e in events
+        if e["eventType"] == "COMPLETE" and e["job"]["name"] == "cdc_to_iceberg.drain"
+    ]
+    assert complete["job"]["namespace"] == "cdc-tests"
+    assert [(d["namespace"], d["name"]) for d in complete["inputs"]] == [
+        (f"kafka://{pipeline.kafka_bootstrap_servers}", pipeline.kafka_topic)
+    ]
+    warehouse = urlparse(pipeline.iceberg_warehouse).path
+    (table,) = complete["outputs"]
+    assert (table["namespace"], table["name"]) == (
+        "file",
+        f"{warehouse}/{pipeline.iceberg_table.replace('.', '/')}",
+    )
+    (symlink,) = table["facets"]["symlinks"]["identifiers"]
+    assert symlink == {
+        "namespace": f"iceberg://{pipeline.iceberg_catalog_name}",
+        "name": pipeline.iceberg_table,
+        "type": "TABLE",
+    }
+    # the table the events name is the table the drain wrote
+    assert Path(table["name"], "metadata").is_dir()
+
+
 def test_backfill_dry_run_then_from_earliest_into_the_live_table(
     airflow_env: Settings, airflow_db: Path
 ) -> None:
