@@ -86,7 +86,7 @@ class TableStatus:
             out["checkpoint"]["offsets"] = {
                 str(p): n for p, n in sorted(self.checkpoint.offsets.items())
             }
-        out["newest_change"] = _iso(self.newest_change_ms)
+        out["newest_change"] = iso_time(self.newest_change_ms)
         return out
 
 
@@ -184,20 +184,19 @@ def render(statuses: Sequence[TableStatus], now_ms: int) -> str:
         else:
             if s.newest_change_ms is not None:
                 age = max(0, (now_ms - s.newest_change_ms) // 1000)
-                lines.append(
-                    f"  freshness    newest change {_iso(s.newest_change_ms)} ({_age(age)} ago)"
-                )
+                newest = iso_time(s.newest_change_ms)
+                lines.append(f"  freshness    newest change {newest} ({age_text(age)} ago)")
             else:
                 lines.append("  freshness    no change applied yet")
             if s.last_batch:
                 b = s.last_batch
                 figures = ", ".join(f"{b.get(k, 0)} {k.replace('_', ' ')}" for k in _BATCH_FIGURES)
                 lines.append(
-                    f"  last batch   {b.get('batch_id')} at {_iso(b.get('committed_at_ms'))}: "
+                    f"  last batch   {b.get('batch_id')} at {iso_time(b.get('committed_at_ms'))}: "
                     f"{figures}, {b.get('duration_s', 0)} s"
                 )
             lines.append(
-                f"  rows         {_count(s.rows)} live, {_count(s.tombstones)} tombstones, "
+                f"  rows         {count_text(s.rows)} live, {count_text(s.tombstones)} tombstones, "
                 f"{s.snapshots} snapshots"
             )
             replayed = (
@@ -221,13 +220,13 @@ def _why(error: Exception) -> str:
     return text if text.startswith(name) else f"{name}: {text}"
 
 
-def _iso(ms: int | None) -> str | None:
+def iso_time(ms: int | None) -> str | None:
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
-def _age(seconds: int) -> str:
+def age_text(seconds: int) -> str:
     if seconds < 120:
         return f"{seconds} s"
     if seconds < 7200:
@@ -237,7 +236,7 @@ def _age(seconds: int) -> str:
     return f"{seconds // 86400} days"
 
 
-def _count(n: int | None) -> str:
+def count_text(n: int | None) -> str:
     return "?" if n is None else f"{n:,}"
 
 

@@ -39,6 +39,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 SCREENSHOT = ARTIFACTS / "airflow-backfill-run.png"
+STATUS_SCREENSHOT = ARTIFACTS / "airflow-cdc-status.png"
 DAG_ID = "cdc_backfill"
 RUN_TIMEOUT_S = 480
 UI_TIMEOUT_MS = 60_000
@@ -167,6 +168,14 @@ def test_backfill_triggered_from_the_ui_form_applies_the_topic(
             ).to_be_visible()
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # the CDC status view, linked from the navigation, shows the table the run wrote
+            page.goto(f"{server.base_url}/cdc-status/")
+            status_row = page.locator("tr", has_text=pipeline.iceberg_table)
+            expect(status_row).to_be_visible()
+            expect(status_row).to_contain_text(f"{len(fold(records).rows):,} / ")
+            expect(status_row).to_contain_text(pipeline.kafka_topic)
+            page.screenshot(path=str(STATUS_SCREENSHOT), full_page=True)
         except Exception:
             # what the browser saw is the first thing to look at when this fails
             page.screenshot(path=str(ARTIFACTS / "airflow-backfill-failure.png"), full_page=True)
@@ -182,3 +191,14 @@ def test_backfill_triggered_from_the_ui_form_applies_the_topic(
     assert run["conf"]["target_table"] == pipeline.iceberg_table
     assert run["conf"]["start_from"] == "earliest"
     assert_table_equals_fold(pipeline, fold(records).rows)
+    # the view and its JSON are for signed-in users only (Airflow leaves plugin apps open)
+    for path in ("/cdc-status/", "/cdc-status/json"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            server.request(path)
+        assert refused.value.code in (401, 403), path
+    facts = server.request("/cdc-status/json", token=server.token())
+    (table,) = [t for t in facts["tables"] if t["table"] == pipeline.iceberg_table]
+    assert table["rows"] == len(fold(records).rows)
+    plugins = server.request("/api/v2/plugins", token=server.token())["plugins"]
+    (view,) = [v for p in plugins if p["name"] == "cdc_status" for v in p["external_views"]]
+    assert (view["name"], view["href"]) == ("CDC status", "cdc-status/")

@@ -113,3 +113,28 @@ def test_the_text_view_shows_every_fact_of_every_table() -> None:
     assert "checkpoint   agrees: batch 4 agrees with the table" in text
     assert "not created yet" in text
     assert "PROBLEM      Kafka cannot be read: timeout" in text
+
+
+def test_the_airflow_page_shows_each_table_and_escapes_what_comes_from_the_data() -> None:
+    from cdc_airflow.status_page import status_page
+
+    now = 1_800_000_000_000
+    table = TableStatus(
+        "neuronews.order_lines",
+        "neuronews.public.order_lines",
+        exists=True,
+        lag={0: 0},
+        lag_total=0,
+        rows=1234,
+        tombstones=5,
+        snapshots=7,
+        dead_letters=1,
+        dead_letter_reasons={"column note: value '…' does not fit <script>": 1},
+        checkpoint=checkpoint_state("/c", {0: 5}, CommittedBatch(4, {0: 9}), exists=True),
+        problems=["checkpoint ahead: /c"],
+    )
+    page = status_page([table], now)
+    assert "<b>neuronews.order_lines</b>" in page
+    assert "1,234 / 5 / 7" in page
+    assert "&lt;script&gt;" in page and "<script>" not in page
+    assert "checkpoint ahead: /c" in page and "ahead:" in page
