@@ -9,6 +9,7 @@ they go; a table whose events carry no schema blocks (JsonConverter with
       public.articles:                    # the source table, schema.table
         topic: neuronews.public.articles  # default: <prefix>.<schema>.<table>
         iceberg_table: neuronews.articles # default: see iceberg_name()
+        history: true                     # also keep every version (<iceberg_table>_history)
         schema:                           # only for events without schema blocks
           key: [article_id]
           columns:
@@ -44,7 +45,7 @@ from cdc_iceberg.table_model import TableModel, TableModelError
 
 _SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*\Z")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\.[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
-_ENTRY_KEYS = {"topic", "iceberg_table", "schema"}
+_ENTRY_KEYS = {"topic", "iceberg_table", "schema", "history"}
 _FILE_KEYS = {"topics", "tables"}
 # how a table is named when asked for: its source table or its Iceberg table
 _TABLE_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,127}\.[A-Za-z_][A-Za-z0-9_$]{0,127}\Z")
@@ -62,6 +63,8 @@ class TableConfig:
     topic: str
     iceberg_table: str
     declared: TableModel | None = None
+    # keep every version of every row too, in <iceberg_table>_history (SCD type 2)
+    history: bool = False
 
     def settings(self, base: Settings) -> Settings:
         """``base`` pointed at this table: its topic, tables, and checkpoint of its own."""
@@ -152,6 +155,11 @@ class PipelinesConfig:
     def for_topic(self, topic: str) -> TableConfig | None:
         return next((t for t in self.tables if t.topic == topic), None)
 
+    def keeps_history(self, topic: str) -> bool:
+        """Whether the table behind ``topic`` also keeps a history table."""
+        entry = self.for_topic(topic)
+        return bool(entry and entry.history)
+
     def declared_model(self, topic: str) -> TableModel | None:
         """The declared schema of the table behind ``topic``, if the file gives one."""
         entry = self.for_topic(topic)
@@ -225,6 +233,9 @@ def _entry(source: str, entry: Any, where: str, topic_prefix: str, namespace: st
             f"{label}: iceberg_table {iceberg_table!r} must be namespace.table "
             "(letters, digits and _)"
         )
+    history = entry.get("history", False)
+    if not isinstance(history, bool):
+        raise PipelinesError(f"{label}: history must be true or false")
     declared = None
     if entry.get("schema") is not None:
         if not isinstance(entry["schema"], Mapping):
@@ -233,4 +244,4 @@ def _entry(source: str, entry: Any, where: str, topic_prefix: str, namespace: st
             declared = TableModel.from_declared(entry["schema"], source=source)
         except TableModelError as error:
             raise PipelinesError(f"{label}: {error}") from None
-    return TableConfig(source, topic, iceberg_table, declared)
+    return TableConfig(source, topic, iceberg_table, declared, history)

@@ -63,6 +63,17 @@ DLQ_COLUMNS: tuple[tuple[str, str], ...] = (
     ("replayed_at", "timestamp"),
     ("replay_outcome", "string"),
 )
+# A history table (SCD type 2) holds the source's columns, the sequence and cdc_op of
+# each version, then these: the version is the row from valid_from (its source commit
+# time) until valid_to (the next version's; null while current); a delete is a version
+# of its own (cdc_op 'd', only the key). _toasted names the columns the change left
+# unavailable (TOAST): they hold the value of the version before.
+HISTORY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("valid_from", "timestamp"),
+    ("valid_to", "timestamp"),
+    ("_toasted", "array<string>"),
+    ("recorded_at", "timestamp"),
+)
 DLQ_REPLAY_COLUMNS = ("replay_id", "replayed_at", "replay_outcome")
 
 # Snapshot summary keys written with every commit of the job.

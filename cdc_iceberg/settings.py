@@ -141,6 +141,11 @@ class Settings:
         """Where deletes are remembered, next to the live table."""
         return self.iceberg_table + "_tombstones"
 
+    @property
+    def history_table(self) -> str:
+        """Every version of every row, for a table that keeps history (pipelines.yaml)."""
+        return self.iceberg_table + "_history"
+
     def qualified(self, table: str) -> str:
         """``catalog.namespace.table`` as Spark SQL names it."""
         return f"{self.iceberg_catalog_name}.{table}"

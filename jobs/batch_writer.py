@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.schema import (
+    SEQUENCE,
     SEQUENCE_COLUMNS,
     SUMMARY_BATCH,
     SUMMARY_METRICS,
@@ -521,10 +522,14 @@ class BatchWriter:
             truncate_seq = scan.truncate_seq
             metrics.truncated = scan.truncates
         key_change_toast = bool(scan.toast_creates) and "headers" in batch.columns
-        if truncate_seq is not None or key_change_toast:
+        history = tables.history is not None and bool(scan.valid) and not self.dry_run
+        versions = None
+        if truncate_seq is not None or key_change_toast or history:
             # these need the single changes, not the newest per key: cache the typed batch
             events = typed.persist()
             cached.append(events)
+            if history:
+                versions = self._history_versions(events, data_columns)
             valid = events.where(
                 F.col("_fresh") & ~F.col("_tombstone") & F.col("_problem").isNull()
             )
@@ -604,6 +609,11 @@ class BatchWriter:
                 dead_rows.createOrReplaceTempView("cdc_dead_letters")
                 tables.run_retrying(merge_dlq_sql(tables.dlq, "cdc_dead_letters"))
                 STEPS.mark("merge-dlq")
+            if versions is not None:
+                # before the live table: a crash before its commit replays the batch, and
+                # a version the history holds is not added again
+                self._write_history(versions, data_columns)
+                STEPS.mark("history")
             if truncate_seq is not None:
                 self._clear_before(truncate_seq)
             collapsed.createOrReplaceTempView("cdc_collapsed")
@@ -652,6 +662,79 @@ class BatchWriter:
             "truncated": metrics.truncated,
             "schema_changes": metrics.schema_changes,
         }
+
+    def _history_versions(self, events: DataFrame, data_columns: list[str]) -> DataFrame:
+        """The batch's changes as versions for the history table (one per change: a
+        redelivered change, same key, commit time and LSN, is its first delivery)."""
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        from jobs.transforms import VALID_OPS
+
+        change = F.col("_fresh") & ~F.col("_tombstone") & F.col("_problem").isNull()
+        valid = events.where(change & F.col("cdc_op").isin(*VALID_OPS))
+        delete = F.col("cdc_op") == "d"
+        first = Window.partitionBy(*self.key, "ts_ms", "lsn").orderBy(
+            *[F.col(c).asc_nulls_first() for c in SEQUENCE]
+        )
+        return (
+            valid.select(
+                *[
+                    F.col(c) if c in self.key else F.when(~delete, F.col(c)).alias(c)
+                    for c in data_columns
+                ],
+                *SEQUENCE,
+                "cdc_op",
+                F.timestamp_millis("ts_ms").alias("valid_from"),
+                F.lit(None).cast("timestamp").alias("valid_to"),
+                F.when(delete, F.array().cast("array<string>"))
+                .otherwise(F.col("_unavailable"))
+                .alias("_toasted"),
+                F.row_number().over(first).alias("_delivery"),
+            )
+            .where(F.col("_delivery") == 1)
+            .drop("_delivery")
+        )
+
+    def _write_history(self, versions: DataFrame, data_columns: list[str]) -> None:
+        """Add the batch's versions to the history, then set again, for every key they
+        touch, when each version ended and the values its TOASTed columns carry over.
+
+        A late change lands between the versions it falls between: the one before
+        it ends where it starts, and it ends where the next one starts.
+        """
+        from jobs.iceberg_tables import key_match, merge_history_sql
+
+        tables = self.tables
+        history = tables.history
+        assert history is not None
+        versions.createOrReplaceTempView("cdc_versions")
+        tables.run_retrying(merge_history_sql(history, "cdc_versions", data_columns, self.key))
+        keys = ", ".join(f"h.`{k}`" for k in self.key)
+        order = ", ".join(f"h.{c} ASC NULLS FIRST" for c in self.settings.sequence)
+        ordered = f"PARTITION BY {keys} ORDER BY {order}"
+        carried = [c for c in data_columns if c not in self.key and c in self.toasted]
+        fills = [
+            f"CASE WHEN array_contains(h._toasted, '{c}') THEN last(CASE WHEN NOT "
+            f"array_contains(h._toasted, '{c}') THEN named_struct('v', h.`{c}`) END, true) "
+            f"OVER ({ordered} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING).v "
+            f"ELSE h.`{c}` END AS `{c}`"
+            for c in carried
+        ]
+        touched = f"(SELECT DISTINCT {', '.join(f'`{k}`' for k in self.key)} FROM cdc_versions)"
+        # materialized: a copy-on-write MERGE cannot plan a source that reads its target
+        self.spark.sql(
+            f"SELECT {keys}, h.ts_ms, h.lsn, lead(h.valid_from) OVER ({ordered}) AS valid_to"
+            f"{''.join(', ' + f for f in fills)} FROM {history} h "
+            f"LEFT SEMI JOIN {touched} k ON {key_match('h', 'k', self.key)}"
+        ).localCheckpoint().createOrReplaceTempView("cdc_history_ends")
+        changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in ("valid_to", *carried))
+        updates = ", ".join(f"`{c}` = s.`{c}`" for c in ("valid_to", *carried))
+        tables.run_retrying(
+            f"MERGE INTO {history} t USING cdc_history_ends s ON {key_match('t', 's', self.key)} "
+            f"AND t.ts_ms <=> s.ts_ms AND t.lsn <=> s.lsn WHEN MATCHED AND ({changed}) "
+            f"THEN UPDATE SET {updates}"
+        )
 
     def _clear_before(self, truncate_seq: tuple[Any, ...]) -> None:
         """``op = t`` under the 'clear' policy: every older row becomes a tombstone.

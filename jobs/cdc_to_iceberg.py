@@ -137,8 +137,11 @@ def drain(
     """
     from jobs.iceberg_tables import IcebergTables
 
-    declared = pipelines.load(settings.pipelines_file).declared_model(settings.kafka_topic)
-    tables = IcebergTables(spark, settings, declared)
+    config = pipelines.load(settings.pipelines_file)
+    declared = config.declared_model(settings.kafka_topic)
+    tables = IcebergTables(
+        spark, settings, declared, history=config.keeps_history(settings.kafka_topic)
+    )
     checkpoint = settings.checkpoint_location
     with CheckpointLock(checkpoint) if is_local(checkpoint) else _nullcontext():
         with kafka_offsets.consumer(settings) as client:

@@ -120,8 +120,11 @@ def replay(
     with CheckpointLock(checkpoint) if is_local(checkpoint) else _Unlocked():
         from jobs.iceberg_tables import IcebergTables
 
-        declared = pipelines.load(settings.pipelines_file).declared_model(settings.kafka_topic)
-        tables = IcebergTables(spark, settings, declared)
+        config = pipelines.load(settings.pipelines_file)
+        declared = config.declared_model(settings.kafka_topic)
+        tables = IcebergTables(
+            spark, settings, declared, history=config.keeps_history(settings.kafka_topic)
+        )
         if not tables.exists(tables.live):
             raise ReplayError(f"{settings.iceberg_table} does not exist yet: nothing to replay")
         tables.ensure()

@@ -18,6 +18,7 @@ from cdc_iceberg.debezium_types import ColumnType, UnsupportedType, column_type
 from cdc_iceberg.schema import (
     DLQ_COLUMNS,
     DLQ_REPLAY_COLUMNS,
+    HISTORY_COLUMNS,
     METADATA_COLUMNS,
     RESERVED,
     SAFE_WIDENING,
@@ -141,6 +142,44 @@ def create_tombstones_sql(
         f"CREATE TABLE IF NOT EXISTS {table} ({_columns_sql(tombstone_columns(model))}) "
         f"USING iceberg PARTITIONED BY (bucket({int(buckets)}, `{model.bucket_column}`)) "
         f"TBLPROPERTIES ({props})"
+    )
+
+
+def history_columns(model: TableModel) -> list[tuple[str, str]]:
+    """A version of a row: the source's columns, its sequence and op, when it was valid."""
+    return [*model.column_types, *SEQUENCE_COLUMNS, ("cdc_op", "string"), *HISTORY_COLUMNS]
+
+
+def create_history_sql(table: str, model: TableModel, buckets: int) -> str:
+    clash = sorted({c.name for c in model.columns} & {n for n, _ in HISTORY_COLUMNS})
+    if clash:
+        raise TableModelError(
+            f"{table}: the source has column(s) {', '.join(clash)}, which a history table "
+            "uses for itself: keep no history for this table, or rename the column(s)"
+        )
+    props = _properties_sql(table_properties("copy-on-write"))
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} ({_columns_sql(history_columns(model), model.key)}) "
+        f"USING iceberg PARTITIONED BY (bucket({int(buckets)}, `{model.bucket_column}`)) "
+        f"TBLPROPERTIES ({props})"
+    )
+
+
+def merge_history_sql(
+    table: str, source: str, data_columns: Sequence[str], key: Sequence[str]
+) -> str:
+    """Add the versions of ``source`` the history does not hold yet.
+
+    A version is a change of a key: its key, source commit time and LSN (a
+    redelivered change is the same version, whatever its Kafka offset).
+    """
+    names = [*data_columns, *SEQUENCE, "cdc_op", "valid_from", "valid_to", "_toasted"]
+    columns = ", ".join(f"`{c}`" for c in (*names, "recorded_at"))
+    values = ", ".join([*(f"s.`{c}`" for c in names), "current_timestamp()"])
+    return (
+        f"MERGE INTO {table} t USING {source} s ON {key_match('t', 's', key)} "
+        "AND t.ts_ms <=> s.ts_ms AND t.lsn <=> s.lsn "
+        f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
     )
 
 
@@ -355,10 +394,16 @@ class IcebergTables:
     """
 
     def __init__(
-        self, spark: SparkSession, settings: Settings, model: TableModel | None = None
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        model: TableModel | None = None,
+        history: bool = False,
     ) -> None:
         self.spark = spark
         self.settings = settings
+        # also keep every version of every row (pipelines.yaml: history: true)
+        self.history = settings.qualified(settings.history_table) if history else None
         # what the pipeline knows of the table before it exists: how to create it
         self.given = model
         self._model: TableModel | None = None
@@ -393,6 +438,9 @@ class IcebergTables:
         self.spark.sql(create_tombstones_sql(self.tombstones, self.model, self.buckets, mode))
         self.spark.sql(create_dlq_sql(self.dlq))
         self._add_replay_columns()
+        if self.history is not None:
+            self.spark.sql(create_history_sql(self.history, self.model, self.buckets))
+            self._sync_history_columns()
         self._check_sequence_order()
         for table in (self.live, self.tombstones):
             self._keep_write_mode(table, mode)
@@ -405,6 +453,23 @@ class IcebergTables:
         if missing:
             columns = ", ".join(f"`{c}` {types[c]}" for c in missing)
             self.spark.sql(f"ALTER TABLE {self.dlq} ADD COLUMNS ({columns})")
+
+    def _sync_history_columns(self) -> None:
+        """The history table takes the live table's new and widened columns."""
+        if self.history is None:
+            return
+        have = {
+            str(f.name()): str(f.type()) for f in self.java_table(self.history).schema().columns()
+        }
+        wanted = dict(self.model.column_types)
+        live = {str(f.name()): str(f.type()) for f in self.java_table().schema().columns()}
+        for name, spark_type in wanted.items():
+            if name not in have:
+                self.spark.sql(f"ALTER TABLE {self.history} ADD COLUMN `{name}` {spark_type}")
+            elif have[name] != live.get(name, have[name]):
+                self.spark.sql(
+                    f"ALTER TABLE {self.history} ALTER COLUMN `{name}` TYPE {spark_type}"
+                )
 
     def _keep_write_mode(self, table: str, mode: str) -> None:
         """A table made under another ICEBERG_WRITE_MODE is switched (a metadata-only commit)."""
@@ -523,6 +588,7 @@ class IcebergTables:
             f"({_properties_sql({CODECS_PROPERTY: text})})"
         )
         self.refresh_model()
+        self._sync_history_columns()
 
     def refresh_model(self) -> TableModel:
         """Read the live table's model again (after evolution, or at the start of a batch)."""

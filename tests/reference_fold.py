@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from debezium_values import expected_value
@@ -459,3 +460,65 @@ def fold(
         else:
             result.rows[key] = {**row, "_seq": seq}
     return result
+
+
+@dataclass
+class Version:
+    """One version of a row in a history table (SCD type 2)."""
+
+    op: str
+    seq: tuple[int, int, int, int]
+    valid_from_ms: int
+    valid_to_ms: int | None
+    row: dict[str, Any]
+
+
+def history(
+    records: Iterable[Record],
+    event_format: str = "envelope",
+    order: str = "ts_ms",
+    table: FoldTable = ARTICLES,
+) -> dict[Any, list[Version]]:
+    """Every version of every key, oldest first, as a history table must hold them.
+
+    A version is one change (a redelivery, same commit time and LSN, is the
+    same version; its first delivery counts), in sequence order whatever order
+    it arrived in. It is valid from its commit time until the next version's.
+    A delete is a version holding only the key. A column the change left
+    unavailable (TOAST) holds the value of the version before (none after a
+    delete, or for the first version).
+    """
+    first: dict[tuple[Any, int, int], tuple[tuple[int, int, int, int], str, dict[str, Any]]] = {}
+    for record in records:
+        kind, detail = decode(record, event_format, table)
+        if kind != "ok":
+            continue
+        key, op, seq, row = detail
+        identity = (key, seq[0], seq[1])
+        if identity not in first or _rank(seq, order) < _rank(first[identity][0], order):
+            first[identity] = (seq, op, row)
+    by_key: dict[Any, list[tuple[tuple[int, int, int, int], str, dict[str, Any]]]] = {}
+    for (key, _, _), change in first.items():
+        by_key.setdefault(key, []).append(change)
+    out: dict[Any, list[Version]] = {}
+    for key, changes in by_key.items():
+        changes.sort(key=lambda c: _rank(c[0], order))
+        carried: dict[str, Any] = {}
+        versions: list[Version] = []
+        for seq, op, row in changes:
+            values = {k: v for k, v in row.items() if k in table.key}
+            for column in table.names:
+                if column in table.key:
+                    continue
+                if op == "d":
+                    values[column] = None
+                elif row.get(column) == PLACEHOLDER:
+                    values[column] = carried.get(column)
+                else:
+                    values[column] = row.get(column)
+                carried[column] = values[column]
+            versions.append(Version(op, seq, seq[0], None, values))
+        for before, after in pairwise(versions):
+            before.valid_to_ms = after.valid_from_ms
+        out[key] = versions
+    return out

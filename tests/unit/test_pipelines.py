@@ -150,3 +150,14 @@ def test_a_name_that_is_no_table_is_refused_before_asking_the_broker() -> None:
     assert config.settings_for(base, "public.b", lambda: ["neuronews.public.b"]).iceberg_table == (
         "neuronews.b"
     )
+
+
+def test_history_is_a_yes_or_no_per_table() -> None:
+    config = parse({"tables": {"public.orders": {"history": True}, "public.notes": {}}}, "f.yaml")
+    assert config.keeps_history("neuronews.public.orders")
+    assert not config.keeps_history("neuronews.public.notes")
+    assert not config.keeps_history("neuronews.public.unknown")
+    with pytest.raises(
+        PipelinesError, match=r"table public\.orders: history must be true or false"
+    ):
+        parse({"tables": {"public.orders": {"history": "yes"}}}, "f.yaml")
