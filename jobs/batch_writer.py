@@ -614,6 +614,7 @@ class BatchWriter:
                 # a version the history holds is not added again
                 self._write_history(versions, data_columns)
                 STEPS.mark("history")
+                failpoint(settings, "after_history", batch_id)
             if truncate_seq is not None:
                 self._clear_before(truncate_seq)
             collapsed.createOrReplaceTempView("cdc_collapsed")

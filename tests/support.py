@@ -15,7 +15,8 @@ from reference_fold import ARTICLES, FoldTable, Record
 
 from cdc_iceberg.generator import Message, produce
 from cdc_iceberg.kafka_offsets import ensure_topic
-from cdc_iceberg.settings import Settings
+from cdc_iceberg.settings import PROJECT_ROOT, Settings
+from cdc_iceberg.spark_conf import spark_env
 
 
 def send(
@@ -142,3 +143,20 @@ def prepare_airflow_db() -> Path:
         )
         assert result.returncode == 0, result.stderr[-3000:]
     return home / "airflow.db"
+
+
+def run_job(
+    settings: Settings, failpoint: str = "", timeout: float = 1200
+) -> subprocess.CompletedProcess[str]:
+    """spark-submit the drain exactly as `make drain` does, in a process of its own."""
+    env = spark_env()
+    env.update(settings.replace(failpoint=failpoint).to_env())
+    return subprocess.run(
+        [sys.executable, "-m", "cdc_iceberg.submit"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -9,8 +9,6 @@ fold with every offset applied exactly once.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -20,34 +18,17 @@ from support import (
     assert_table_equals_fold,
     committed_ranges,
     dead_letters,
+    run_job,
     send,
 )
 
 from cdc_iceberg import kafka_offsets, table_state
 from cdc_iceberg.generator import ArticleSource
 from cdc_iceberg.reset import apply_reset, plan_reset
-from cdc_iceberg.settings import PROJECT_ROOT, Settings
-from cdc_iceberg.spark_conf import spark_env
+from cdc_iceberg.settings import Settings
 from jobs.cdc_to_iceberg import RetentionGapError, drain
 
 pytestmark = pytest.mark.integration
-
-
-def run_job(
-    settings: Settings, failpoint: str = "", timeout: float = 1200
-) -> subprocess.CompletedProcess[str]:
-    """spark-submit the drain exactly as `make drain` does, in a process of its own."""
-    env = spark_env()
-    env.update(settings.replace(failpoint=failpoint).to_env())
-    return subprocess.run(
-        [sys.executable, "-m", "cdc_iceberg.submit"],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from articles import write_pipelines
 from reference_fold import PLACEHOLDER, Version, decode, fold, history
-from support import assert_table_equals_fold, read_rows
+from support import assert_table_equals_fold, read_rows, run_job
 from tables import ORDER_LINES_FOLD, publish
 
 from cdc_iceberg.settings import Settings
@@ -121,3 +121,18 @@ def test_history_holds_every_version_in_its_place(spark: Any, settings: Settings
     drain(spark, settings)
     assert len(read_rows(settings, settings.history_table)) == before
     assert stored_history(settings) == history(records + again, table=ORDER_LINES_FOLD)
+
+
+def test_a_drain_killed_after_the_history_commit_is_exact_when_run_again(
+    settings: Settings,
+) -> None:
+    """kill -9 of the driver between the history's commit and the live table's: the rerun
+    applies the batch again, and the history holds each version once."""
+    source = TableSource(ORDER_LINES, seed=52)
+    records = publish(settings, late(source.random_history(300, 30, toast_share=0.3), 3))
+    crashed = run_job(settings, failpoint="after_history@1")
+    assert crashed.returncode != 0, crashed.stdout[-2000:]
+    done = run_job(settings)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert_table_equals_fold(settings, fold(records, table=ORDER_LINES_FOLD).rows, ORDER_LINES_FOLD)
+    assert stored_history(settings) == history(records, table=ORDER_LINES_FOLD)
