@@ -5,7 +5,8 @@ schema of its key and of its value. Before a table exists, the drain reads a
 few records from where it will start and takes the model from the first one
 that has both (a delete's tombstone has no value, a record of a table without
 a primary key has no key: such a table is refused, see
-:class:`cdc_iceberg.table_model.TableModel`).
+:class:`cdc_iceberg.table_model.TableModel`; a bad record whose schema block
+describes no row is passed over, and dead-lettered by the drain).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.settings import Settings
-from cdc_iceberg.table_model import TableModel, from_debezium
+from cdc_iceberg.table_model import TableModel, from_debezium, row_schema_of
 
 log = logging.getLogger("cdc_to_iceberg")
 
@@ -39,8 +40,8 @@ def schema_blocks(key: bytes | None, value: bytes | None) -> tuple[Any, Any] | N
         return None
     if not isinstance(root, Mapping) or not isinstance(root.get("schema"), Mapping):
         return None
-    if "payload" not in root:
-        return None
+    if "payload" not in root or row_schema_of(root["schema"]) is None:
+        return None  # not a change event's schema (a bad record: dead-lettered by the drain)
     key_schema = None
     if key is not None:
         try:

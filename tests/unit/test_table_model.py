@@ -184,3 +184,16 @@ def test_unreadable_yaml_is_a_clear_error(tmp_path: object) -> None:
     with pytest.raises(pipelines.PipelinesError, match="cannot be read as YAML"):
         pipelines.load(path)
     assert pipelines.load(Path(str(tmp_path)) / "missing.yaml").tables == ()
+
+
+def test_a_bad_record_with_an_empty_schema_block_is_no_schema_to_learn_from() -> None:
+    """Schema discovery passes over it (the drain dead-letters it) instead of failing."""
+    from cdc_iceberg.schema_discovery import schema_blocks
+
+    assert schema_blocks(None, b'{"payload": 42, "schema": {}}') is None
+    assert schema_blocks(None, b'{"payload": {}, "schema": {"type": "struct"}}') is None
+    row = {"field": "after", "type": "struct", "fields": [{"field": "id", "type": "int32"}]}
+    value = {"schema": {"type": "struct", "fields": [row, {"field": "op"}]}, "payload": {}}
+    import json
+
+    assert schema_blocks(b"{}", json.dumps(value).encode()) == (None, value["schema"])
