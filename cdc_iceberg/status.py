@@ -37,7 +37,6 @@ from cdc_iceberg.checkpoint_log import (
     is_local,
     local_path,
 )
-from cdc_iceberg.schema import SUMMARY_METRICS, SUMMARY_OFFSETS, SUMMARY_PIPELINE, SUMMARY_TOPIC
 from cdc_iceberg.settings import Settings
 
 # the batch metrics a status shows, in this order (the rest stays in --json)
@@ -273,19 +272,9 @@ def _newest_change_ms(table: Any) -> int | None:
 def _last_batch(table: Any, settings: Settings) -> dict[str, Any] | None:
     for snapshot in table_state.ancestry(table):
         summary = table_state.snapshot_summary(snapshot)
-        if (
-            summary.get(SUMMARY_PIPELINE) == settings.pipeline_id
-            and summary.get(SUMMARY_TOPIC) == settings.kafka_topic
-            and SUMMARY_OFFSETS in summary
-        ):
-            batch = json.loads(summary.get(SUMMARY_METRICS, "{}"))
-            batch.update(
-                snapshot_id=snapshot.snapshot_id,
-                committed_at_ms=snapshot.timestamp_ms,
-                inserted=int(summary.get("spark.merge-into.num-target-rows-inserted", 0)),
-                updated=int(summary.get("spark.merge-into.num-target-rows-updated", 0)),
-                deleted=int(summary.get("spark.merge-into.num-target-rows-deleted", 0)),
-            )
+        if table_state.is_progress(summary, settings):
+            batch = table_state.batch_metrics(snapshot, summary)
+            batch.update(committed_at_ms=snapshot.timestamp_ms)
             batch.pop("pipeline_id", None)
             return batch
     return None

@@ -68,13 +68,33 @@ def committed_offsets(settings: Settings, pipeline_id: str | None = None) -> dic
     table = catalog(settings).load_table(settings.iceberg_table)
     for snapshot in ancestry(table):
         summary = snapshot_summary(snapshot)
-        if (
-            summary.get(SUMMARY_PIPELINE) == pipeline_id
-            and summary.get(SUMMARY_TOPIC) == settings.kafka_topic
-            and SUMMARY_OFFSETS in summary
-        ):
+        if is_progress(summary, settings, pipeline_id):
             return {int(p): int(o) for p, o in json.loads(summary[SUMMARY_OFFSETS]).items()}
     return {}
+
+
+def is_progress(
+    summary: dict[str, str], settings: Settings, pipeline_id: str | None = None
+) -> bool:
+    """Whether a snapshot summary is a step of the pipeline's progress on the table's topic."""
+    return (
+        summary.get(SUMMARY_PIPELINE) == (pipeline_id or settings.pipeline_id)
+        and summary.get(SUMMARY_TOPIC) == settings.kafka_topic
+        and SUMMARY_OFFSETS in summary
+    )
+
+
+def batch_metrics(snapshot: Any, summary: dict[str, str]) -> dict[str, Any]:
+    """What the batch committed as ``snapshot`` did: its metrics, range and MERGE counts."""
+    metrics: dict[str, Any] = json.loads(summary.get(SUMMARY_METRICS, "{}"))
+    metrics.update(
+        snapshot_id=snapshot.snapshot_id,
+        offsets=json.loads(summary.get(SUMMARY_RANGE, "{}")),
+        inserted=int(summary.get("spark.merge-into.num-target-rows-inserted", 0)),
+        updated=int(summary.get("spark.merge-into.num-target-rows-updated", 0)),
+        deleted=int(summary.get("spark.merge-into.num-target-rows-deleted", 0)),
+    )
+    return metrics
 
 
 def batches_since(settings: Settings, snapshot_id: int | None) -> list[dict[str, Any]]:
@@ -89,15 +109,7 @@ def batches_since(settings: Settings, snapshot_id: int | None) -> list[dict[str,
         summary = snapshot_summary(snapshot)
         if summary.get(SUMMARY_PIPELINE) != settings.pipeline_id:
             continue
-        metrics = json.loads(summary.get(SUMMARY_METRICS, "{}"))
-        metrics.update(
-            snapshot_id=snapshot.snapshot_id,
-            offsets=json.loads(summary.get(SUMMARY_RANGE, "{}")),
-            inserted=int(summary.get("spark.merge-into.num-target-rows-inserted", 0)),
-            updated=int(summary.get("spark.merge-into.num-target-rows-updated", 0)),
-            deleted=int(summary.get("spark.merge-into.num-target-rows-deleted", 0)),
-        )
-        out.append(metrics)
+        out.append(batch_metrics(snapshot, summary))
     return list(reversed(out))
 
 

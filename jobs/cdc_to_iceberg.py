@@ -19,6 +19,7 @@ the checkpoint, is the final word on progress.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -143,7 +144,7 @@ def drain(
         spark, settings, declared, history=config.keeps_history(settings.kafka_topic)
     )
     checkpoint = settings.checkpoint_location
-    with CheckpointLock(checkpoint) if is_local(checkpoint) else _nullcontext():
+    with CheckpointLock(checkpoint) if is_local(checkpoint) else contextlib.nullcontext():
         with kafka_offsets.consumer(settings) as client:
             parts = kafka_offsets._partitions(client, settings.kafka_topic)
         partitions = [tp.partition for tp in parts]
@@ -250,14 +251,6 @@ def _numeric_offsets(settings: Settings, offsets: dict[int, int]) -> dict[int, i
         else:
             resolved[partition] = offset
     return resolved
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 _KNOWN_FAILURES: tuple[type[Exception], ...] = (

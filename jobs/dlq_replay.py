@@ -24,6 +24,7 @@ forgotten, and the change would bring the row back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -117,7 +118,7 @@ def replay(
     result = ReplayResult(replay_id, settings.iceberg_table, dry_run)
     checkpoint = settings.checkpoint_location
     # one writer per table: a drain of the same table holds this lock while it runs
-    with CheckpointLock(checkpoint) if is_local(checkpoint) else _Unlocked():
+    with CheckpointLock(checkpoint) if is_local(checkpoint) else contextlib.nullcontext():
         from jobs.iceberg_tables import IcebergTables
 
         config = pipelines.load(settings.pipelines_file)
@@ -192,14 +193,6 @@ def _mark(
         f"WHEN MATCHED THEN UPDATE SET replay_id = '{replay_id}', "
         "replayed_at = current_timestamp(), replay_outcome = s.outcome"
     )
-
-
-class _Unlocked:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _time(text: str) -> datetime:
