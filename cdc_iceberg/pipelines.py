@@ -10,6 +10,8 @@ they go; a table whose events carry no schema blocks (JsonConverter with
         topic: neuronews.public.articles  # default: <prefix>.<schema>.<table>
         iceberg_table: neuronews.articles # default: see iceberg_name()
         history: true                     # also keep every version (<iceberg_table>_history)
+        buckets: 8                        # bucket(8, ...) partitioning; 0: none (ICEBERG_BUCKETS)
+        bucket_column: article_id         # the key column bucketed (default: the first bucketable)
         schema:                           # only for events without schema blocks
           key: [article_id]
           columns:
@@ -45,7 +47,7 @@ from cdc_iceberg.table_model import TableModel, TableModelError
 
 _SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*\Z")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\.[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
-_ENTRY_KEYS = {"topic", "iceberg_table", "schema", "history"}
+_ENTRY_KEYS = {"topic", "iceberg_table", "schema", "history", "buckets", "bucket_column"}
 _FILE_KEYS = {"topics", "tables"}
 # how a table is named when asked for: its source table or its Iceberg table
 _TABLE_REF = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,127}\.[A-Za-z_][A-Za-z0-9_$]{0,127}\Z")
@@ -65,6 +67,10 @@ class TableConfig:
     declared: TableModel | None = None
     # keep every version of every row too, in <iceberg_table>_history (SCD type 2)
     history: bool = False
+    # bucket(buckets, bucket_column) partitioning of its tables; None: ICEBERG_BUCKETS,
+    # 0: unpartitioned; "": the first key column Iceberg can bucket
+    buckets: int | None = None
+    bucket_column: str = ""
 
     def settings(self, base: Settings) -> Settings:
         """``base`` pointed at this table: its topic, tables, and checkpoint of its own."""
@@ -236,6 +242,14 @@ def _entry(source: str, entry: Any, where: str, topic_prefix: str, namespace: st
     history = entry.get("history", False)
     if not isinstance(history, bool):
         raise PipelinesError(f"{label}: history must be true or false")
+    buckets = entry.get("buckets")
+    if buckets is not None and (
+        isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0
+    ):
+        raise PipelinesError(f"{label}: buckets must be a whole number, 0 for no partitioning")
+    bucket_column = entry.get("bucket_column") or ""
+    if not isinstance(bucket_column, str):
+        raise PipelinesError(f"{label}: bucket_column must name one of the key columns")
     declared = None
     if entry.get("schema") is not None:
         if not isinstance(entry["schema"], Mapping):
@@ -244,4 +258,9 @@ def _entry(source: str, entry: Any, where: str, topic_prefix: str, namespace: st
             declared = TableModel.from_declared(entry["schema"], source=source)
         except TableModelError as error:
             raise PipelinesError(f"{label}: {error}") from None
-    return TableConfig(source, topic, iceberg_table, declared, history)
+    if declared is not None and bucket_column:
+        try:
+            declared.partition_column(1, bucket_column)
+        except TableModelError as error:
+            raise PipelinesError(f"{label}: {error}") from None
+    return TableConfig(source, topic, iceberg_table, declared, history, buckets, bucket_column)

@@ -21,6 +21,7 @@ A model comes from one of three places, in this order:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,19 @@ _DEFAULT_CODECS = {
     "date": "date",
     "binary": "bytes",
 }
+
+
+# Spark SQL types whose Iceberg types the bucket transform takes (not boolean,
+# float, double, nor nested types)
+_BUCKETABLE = re.compile(
+    r"(tinyint|smallint|int|bigint|string|date|timestamp|timestamp_ntz|binary"
+    r"|decimal\(\d+,\s*\d+\))\Z"
+)
+
+
+def bucketable(spark_type: str) -> bool:
+    """Whether Iceberg's bucket transform takes a column of ``spark_type``."""
+    return bool(_BUCKETABLE.match(spark_type.strip()))
 
 
 def default_codec(spark_type: str) -> str:
@@ -135,8 +149,36 @@ class TableModel:
 
     @property
     def bucket_column(self) -> str:
-        """The key column the tables are bucketed on: the first of the key."""
-        return self.key[0]
+        """The key column the tables are bucketed on unless told otherwise: the first of
+        the key that Iceberg can bucket ("" when none can: the tables are not partitioned)."""
+        return next((c.name for c in self.key_columns if bucketable(c.spark_type)), "")
+
+    def partition_column(self, buckets: int, column: str = "") -> str:
+        """The column of ``bucket(buckets, column)`` partitioning ("": none).
+
+        ``column`` names one of the key columns (every change of a key then lands
+        in the bucket of its key, whatever the other key columns hold); empty, the
+        default :attr:`bucket_column`. ``buckets`` 0 leaves the tables unpartitioned.
+        """
+        if buckets < 0:
+            raise TableModelError(f"buckets of {self.source or 'a table'} must be 0 or more")
+        if not buckets:
+            return ""
+        if not column:
+            return self.bucket_column
+        where = f" of {self.source}" if self.source else ""
+        if column not in self.key:
+            raise TableModelError(
+                f"bucket_column {column!r}{where} is not a key column (key: {', '.join(self.key)})"
+            )
+        spark_type = dict(self.column_types)[column]
+        if not bucketable(spark_type):
+            raise TableModelError(
+                f"bucket_column {column!r}{where} is of type {spark_type}, which Iceberg "
+                "cannot bucket (bucket a key column of a number, decimal, date, time, "
+                "timestamp, string or binary type)"
+            )
+        return column
 
     def codecs(self) -> dict[str, str]:
         """The codecs a table must record: those its Spark types do not imply."""

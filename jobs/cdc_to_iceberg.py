@@ -138,11 +138,8 @@ def drain(
     """
     from jobs.iceberg_tables import IcebergTables
 
-    config = pipelines.load(settings.pipelines_file)
-    declared = config.declared_model(settings.kafka_topic)
-    tables = IcebergTables(
-        spark, settings, declared, history=config.keeps_history(settings.kafka_topic)
-    )
+    tables = IcebergTables.declared(spark, settings)
+    declared = tables.given
     checkpoint = settings.checkpoint_location
     with CheckpointLock(checkpoint) if is_local(checkpoint) else contextlib.nullcontext():
         with kafka_offsets.consumer(settings) as client:

@@ -121,11 +121,7 @@ def replay(
     with CheckpointLock(checkpoint) if is_local(checkpoint) else contextlib.nullcontext():
         from jobs.iceberg_tables import IcebergTables
 
-        config = pipelines.load(settings.pipelines_file)
-        declared = config.declared_model(settings.kafka_topic)
-        tables = IcebergTables(
-            spark, settings, declared, history=config.keeps_history(settings.kafka_topic)
-        )
+        tables = IcebergTables.declared(spark, settings)
         if not tables.exists(tables.live):
             raise ReplayError(f"{settings.iceberg_table} does not exist yet: nothing to replay")
         tables.ensure()

@@ -43,6 +43,8 @@ from cdc_iceberg.table_model import (
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from cdc_iceberg.pipelines import PipelinesConfig
+
 log = logging.getLogger("cdc_to_iceberg")
 
 SNAPSHOT_PROPERTY = "spark.sql.iceberg.snapshot-property."
@@ -96,6 +98,18 @@ def key_match(left: str, right: str, key: Sequence[str]) -> str:
     return " AND ".join(f"{left}.`{k}` = {right}.`{k}`" for k in key)
 
 
+def partitioned_by(model: TableModel, buckets: int, bucket_column: str = "") -> str:
+    """The PARTITIONED BY clause of a table of ``model`` ("" when it is not partitioned)."""
+    column = model.partition_column(int(buckets), bucket_column)
+    return f"PARTITIONED BY (bucket({int(buckets)}, `{column}`)) " if column else ""
+
+
+def partition_fields(model: TableModel, buckets: int, bucket_column: str = "") -> list[str]:
+    """The partition fields :func:`partitioned_by` gives, as Iceberg prints them."""
+    column = model.partition_column(int(buckets), bucket_column)
+    return [f"bucket[{int(buckets)}]({column})"] if column else []
+
+
 def _columns_sql(columns: Sequence[tuple[str, str]], required: Sequence[str] = ()) -> str:
     return ", ".join(
         f"`{check_identifier(n, 'column')}` {t}{' NOT NULL' if n in required else ''}"
@@ -122,25 +136,33 @@ def _sql_text(value: str) -> str:
 
 
 def create_live_sql(
-    table: str, model: TableModel, buckets: int, write_mode: str = Settings.iceberg_write_mode
+    table: str,
+    model: TableModel,
+    buckets: int,
+    write_mode: str = Settings.iceberg_write_mode,
+    bucket_column: str = "",
 ) -> str:
     """The live table: the source's columns (key columns required), then the pipeline's."""
     props = {**table_properties(write_mode), CODECS_PROPERTY: model.codecs_json()}
     columns = _columns_sql((*model.column_types, *METADATA_COLUMNS), required=model.key)
     return (
         f"CREATE TABLE IF NOT EXISTS {table} ({columns}) USING iceberg "
-        f"PARTITIONED BY (bucket({int(buckets)}, `{model.bucket_column}`)) "
+        f"{partitioned_by(model, buckets, bucket_column)}"
         f"TBLPROPERTIES ({_properties_sql(props)})"
     )
 
 
 def create_tombstones_sql(
-    table: str, model: TableModel, buckets: int, write_mode: str = Settings.iceberg_write_mode
+    table: str,
+    model: TableModel,
+    buckets: int,
+    write_mode: str = Settings.iceberg_write_mode,
+    bucket_column: str = "",
 ) -> str:
     props = _properties_sql(table_properties(write_mode))
     return (
         f"CREATE TABLE IF NOT EXISTS {table} ({_columns_sql(tombstone_columns(model))}) "
-        f"USING iceberg PARTITIONED BY (bucket({int(buckets)}, `{model.bucket_column}`)) "
+        f"USING iceberg {partitioned_by(model, buckets, bucket_column)}"
         f"TBLPROPERTIES ({props})"
     )
 
@@ -150,7 +172,7 @@ def history_columns(model: TableModel) -> list[tuple[str, str]]:
     return [*model.column_types, *SEQUENCE_COLUMNS, ("cdc_op", "string"), *HISTORY_COLUMNS]
 
 
-def create_history_sql(table: str, model: TableModel, buckets: int) -> str:
+def create_history_sql(table: str, model: TableModel, buckets: int, bucket_column: str = "") -> str:
     clash = sorted({c.name for c in model.columns} & {n for n, _ in HISTORY_COLUMNS})
     if clash:
         raise TableModelError(
@@ -160,7 +182,7 @@ def create_history_sql(table: str, model: TableModel, buckets: int) -> str:
     props = _properties_sql(table_properties("copy-on-write"))
     return (
         f"CREATE TABLE IF NOT EXISTS {table} ({_columns_sql(history_columns(model), model.key)}) "
-        f"USING iceberg PARTITIONED BY (bucket({int(buckets)}, `{model.bucket_column}`)) "
+        f"USING iceberg {partitioned_by(model, buckets, bucket_column)}"
         f"TBLPROPERTIES ({props})"
     )
 
@@ -399,6 +421,8 @@ class IcebergTables:
         settings: Settings,
         model: TableModel | None = None,
         history: bool = False,
+        buckets: int | None = None,
+        bucket_column: str = "",
     ) -> None:
         self.spark = spark
         self.settings = settings
@@ -407,7 +431,9 @@ class IcebergTables:
         # what the pipeline knows of the table before it exists: how to create it
         self.given = model
         self._model: TableModel | None = None
-        self.buckets = settings.iceberg_buckets
+        # bucket(buckets, bucket_column) partitioning (pipelines.yaml, else ICEBERG_BUCKETS)
+        self.buckets = settings.iceberg_buckets if buckets is None else buckets
+        self.bucket_column = bucket_column
         self.live = settings.qualified(settings.iceberg_table)
         self.tombstones = settings.qualified(settings.tombstone_table)
         self.dlq = settings.qualified(settings.iceberg_dlq_table)
@@ -431,19 +457,30 @@ class IcebergTables:
                     f"{self.live} does not exist and nothing says what it looks like: "
                     f"declare its schema in {self.settings.pipelines_file}"
                 )
-            self.spark.sql(create_live_sql(self.live, self.given, self.buckets, mode))
+            self.spark.sql(
+                create_live_sql(self.live, self.given, self.buckets, mode, self.bucket_column)
+            )
             keys = ", ".join(f"`{k}`" for k in self.given.key)
             self.spark.sql(f"ALTER TABLE {self.live} SET IDENTIFIER FIELDS {keys}")
         self._model = self.table_model()
-        self.spark.sql(create_tombstones_sql(self.tombstones, self.model, self.buckets, mode))
+        self.spark.sql(
+            create_tombstones_sql(
+                self.tombstones, self.model, self.buckets, mode, self.bucket_column
+            )
+        )
         self.spark.sql(create_dlq_sql(self.dlq))
         self._add_replay_columns()
         if self.history is not None:
-            self.spark.sql(create_history_sql(self.history, self.model, self.buckets))
+            self.spark.sql(
+                create_history_sql(self.history, self.model, self.buckets, self.bucket_column)
+            )
             self._sync_history_columns()
         self._check_sequence_order()
         for table in (self.live, self.tombstones):
             self._keep_write_mode(table, mode)
+        for table in (self.live, self.tombstones, self.history):
+            if table is not None:
+                self._keep_partitioning(table)
 
     def _add_replay_columns(self) -> None:
         """A dead-letter table made before replays existed gains their columns (metadata only)."""
@@ -480,6 +517,38 @@ class IcebergTables:
         log.info("%s: write mode set to %s (ICEBERG_WRITE_MODE)", table, mode)
         self.spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({_properties_sql(wanted)})")
 
+    def _keep_partitioning(self, table: str) -> None:
+        """A table partitioned otherwise than configured (ICEBERG_BUCKETS, or the entry's
+        ``buckets`` / ``bucket_column``) is given the configured partitioning: a
+        metadata-only change; files already written keep theirs until rewritten."""
+        wanted = partition_fields(self.model, self.buckets, self.bucket_column)
+        java = self.java_table(table)
+        spec = java.spec()
+        schema = java.schema()
+        have = [
+            f"{f.transform()}({schema.findColumnName(f.sourceId())})"
+            for f in spec.fields()
+            if str(f.transform()) != "void"
+        ]
+        if have == wanted:
+            return
+        log.warning(
+            "%s: partitioning %s becomes %s (a new partition spec for the files written next)",
+            table,
+            have or "none",
+            wanted or "none",
+        )
+        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
+        update = java.updateSpec()
+        for field in spec.fields():
+            if str(field.transform()) != "void":
+                update = update.removeField(field.name())
+        if wanted:
+            column = self.model.partition_column(self.buckets, self.bucket_column)
+            term = jvm.org.apache.iceberg.expressions.Expressions.bucket(column, self.buckets)
+            update = update.addField(f"{column}_bucket_{self.buckets}", term)
+        update.commit()
+
     def _check_sequence_order(self) -> None:
         """Record CDC_SEQUENCE on the table once; refuse to mix two orders on one table."""
         wanted = self.settings.sequence_order
@@ -495,12 +564,20 @@ class IcebergTables:
             )
 
     @classmethod
-    def declared(cls, spark: SparkSession, settings: Settings) -> IcebergTables:
-        """The tables of a pipeline with the schema ``pipelines.yaml`` declares for its topic."""
+    def declared(
+        cls, spark: SparkSession, settings: Settings, config: PipelinesConfig | None = None
+    ) -> IcebergTables:
+        """The tables of a pipeline as ``pipelines.yaml`` configures its topic: the declared
+        schema, the history table and the partitioning of the topic's entry, if it has one."""
         from cdc_iceberg import pipelines
 
-        config = pipelines.load(settings.pipelines_file)
-        return cls(spark, settings, config.declared_model(settings.kafka_topic))
+        config = config or pipelines.load(settings.pipelines_file)
+        entry = config.for_topic(settings.kafka_topic)
+        if entry is None:
+            return cls(spark, settings)
+        return cls(
+            spark, settings, entry.declared, entry.history, entry.buckets, entry.bucket_column
+        )
 
     @property
     def model(self) -> TableModel:

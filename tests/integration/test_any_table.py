@@ -84,6 +84,51 @@ def test_composite_key_table_is_created_from_the_events(spark: Any, undeclared: 
     assert held == set(expected.deleted)
 
 
+def test_an_entry_partitions_its_tables_and_a_new_partitioning_applies_to_later_files(
+    spark: Any, pipeline: Settings, work_dir: Path
+) -> None:
+    """``buckets`` and ``bucket_column`` of an entry partition the live, tombstone and
+    history tables; changed, they become the tables' partition spec for the next files,
+    and the table stays equal to the fold across the change."""
+    path = work_dir / "pipelines" / f"{pipeline.pipeline_id}-buckets.yaml"
+
+    def configure(layout: str) -> None:
+        path.write_text(
+            "tables:\n  public.order_lines:\n"
+            f"    topic: {pipeline.kafka_topic}\n    iceberg_table: {pipeline.iceberg_table}\n"
+            f"    history: true\n{layout}",
+            encoding="utf-8",
+        )
+
+    def partitioning(table: str) -> list[tuple[str, str]]:
+        loaded = catalog(settings).load_table(table)
+        return [
+            (str(f.transform), loaded.schema().find_column_name(f.source_id))
+            for f in loaded.spec().fields
+            if str(f.transform) != "void"
+        ]
+
+    settings = pipeline.replace(pipelines_file=str(path), max_offsets_per_trigger=250)
+    tables = (settings.iceberg_table, settings.tombstone_table, settings.history_table)
+    configure("    buckets: 4\n    bucket_column: line_no\n")
+    source = TableSource(ORDER_LINES, seed=11)
+    history = source.random_history(400, 50, snapshot_rows=20, pk_change_share=0.05)
+    first = publish(settings, history[:220])
+    drain(spark, settings)
+    assert [partitioning(t) for t in tables] == [[("bucket[4]", "line_no")]] * 3
+    # a table partitioned as configured keeps its one spec
+    assert [len(catalog(settings).load_table(t).specs()) for t in tables] == [1, 1, 1]
+
+    configure("    buckets: 0\n")  # unpartitioned from now on
+    later = publish(settings, history[220:])
+    assert drain(spark, settings).batches
+    assert [partitioning(t) for t in tables] == [[]] * 3
+    expected = fold(first + later, table=ORDER_LINES_FOLD)
+    assert expected.rows and expected.deleted
+    assert_table_equals_fold(settings, expected.rows, ORDER_LINES_FOLD)
+    assert not dead_letters(settings)
+
+
 def test_every_postgres_type_round_trips_and_a_column_is_added(
     spark: Any, undeclared: Settings
 ) -> None:

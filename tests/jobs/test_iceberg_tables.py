@@ -75,6 +75,28 @@ def test_live_table_is_bucketed_in_the_write_mode() -> None:
     )
 
 
+def test_the_partitioning_follows_the_configured_buckets_and_column() -> None:
+    from cdc_iceberg.table_model import Column, TableModel
+    from jobs.iceberg_tables import create_history_sql, create_tombstones_sql, partition_fields
+
+    model = TableModel(
+        ("flag", "order_id", "line_no"),
+        (Column("flag", "boolean"), Column("order_id", "bigint"), Column("line_no", "int")),
+    )
+    # the first key column Iceberg can bucket, unless the entry names one
+    assert "PARTITIONED BY (bucket(16, `order_id`))" in create_live_sql("c.n.t", model, 16)
+    named = create_tombstones_sql("c.n.x", model, 4, bucket_column="line_no")
+    assert "PARTITIONED BY (bucket(4, `line_no`))" in named
+    assert "PARTITIONED BY (bucket(4, `line_no`))" in create_history_sql(
+        "c.n.h", model, 4, "line_no"
+    )
+    unpartitioned = create_live_sql("c.n.t", model, 0)
+    assert "PARTITIONED BY" not in unpartitioned
+    assert "USING iceberg TBLPROPERTIES (" in unpartitioned
+    assert partition_fields(model, 4, "line_no") == ["bucket[4](line_no)"]
+    assert partition_fields(model, 0) == []
+
+
 def test_schema_blocks_of_one_batch_combine_to_the_widest_type() -> None:
     from jobs.iceberg_tables import merge_declared
 

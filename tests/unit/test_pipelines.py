@@ -54,6 +54,31 @@ def test_a_missing_file_is_no_tables(tmp_path: Path) -> None:
             "tables public.a and public.b share iceberg_table 'neuronews.a'",
         ),
         ({"tables": {}, "topics": ["a", "b"]}, "'topics' must be one glob"),
+        ({"tables": {"public.a": {"buckets": -1}}}, "table public.a: buckets must be a whole"),
+        ({"tables": {"public.a": {"buckets": "8"}}}, "table public.a: buckets must be a whole"),
+        ({"tables": {"public.a": {"bucket_column": 3}}}, "bucket_column must name one of"),
+        (
+            {
+                "tables": {
+                    "public.a": {
+                        "bucket_column": "note",
+                        "schema": {"key": ["id"], "columns": {"id": "int", "note": "string"}},
+                    }
+                }
+            },
+            "table public.a: bucket_column 'note' of public.a is not a key column (key: id)",
+        ),
+        (
+            {
+                "tables": {
+                    "public.a": {
+                        "bucket_column": "ok",
+                        "schema": {"key": ["id", "ok"], "columns": {"id": "int", "ok": "boolean"}},
+                    }
+                }
+            },
+            "bucket_column 'ok' of public.a is of type boolean, which Iceberg cannot bucket",
+        ),
         ({"table": {}}, "expected a mapping with keys 'topics' and 'tables'"),
     ],
 )
@@ -161,3 +186,27 @@ def test_history_is_a_yes_or_no_per_table() -> None:
         PipelinesError, match=r"table public\.orders: history must be true or false"
     ):
         parse({"tables": {"public.orders": {"history": "yes"}}}, "f.yaml")
+
+
+def test_an_entry_sets_the_partitioning_of_its_tables() -> None:
+    config = parse(
+        {
+            "tables": {
+                "public.lines": {"buckets": 4, "bucket_column": "line_no"},
+                "public.tiny": {"buckets": 0},
+                "public.plain": {},
+            }
+        },
+        "f.yaml",
+    )
+    by_source = {t.source: t for t in config.tables}
+    assert (by_source["public.lines"].buckets, by_source["public.lines"].bucket_column) == (
+        4,
+        "line_no",
+    )
+    assert by_source["public.tiny"].buckets == 0
+    # unset: ICEBERG_BUCKETS on the first bucketable key column
+    assert (by_source["public.plain"].buckets, by_source["public.plain"].bucket_column) == (
+        None,
+        "",
+    )

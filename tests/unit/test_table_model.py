@@ -197,3 +197,38 @@ def test_a_bad_record_with_an_empty_schema_block_is_no_schema_to_learn_from() ->
     import json
 
     assert schema_blocks(b"{}", json.dumps(value).encode()) == (None, value["schema"])
+
+
+def test_tables_are_bucketed_on_the_first_key_column_iceberg_can_bucket() -> None:
+    from cdc_iceberg.table_model import Column, TableModel, TableModelError, bucketable
+
+    model = TableModel(
+        ("active", "score", "day", "id"),
+        (
+            Column("active", "boolean"),
+            Column("score", "double"),
+            Column("day", "date"),
+            Column("id", "decimal(10,2)"),
+            Column("note", "string"),
+        ),
+        "public.t",
+    )
+    assert model.bucket_column == "day"
+    assert model.partition_column(8) == "day"
+    assert model.partition_column(8, "id") == "id"
+    assert model.partition_column(0, "id") == ""  # 0 buckets: not partitioned
+    with pytest.raises(TableModelError, match=r"'note' of public\.t is not a key column"):
+        model.partition_column(8, "note")
+    with pytest.raises(TableModelError, match="type double, which Iceberg cannot bucket"):
+        model.partition_column(8, "score")
+    with pytest.raises(TableModelError, match="must be 0 or more"):
+        model.partition_column(-1)
+    # a key of nothing Iceberg can bucket leaves the tables unpartitioned
+    flags = TableModel(("a", "b"), (Column("a", "boolean"), Column("b", "float")))
+    assert flags.bucket_column == "" and flags.partition_column(16) == ""
+    assert [bucketable(t) for t in ("bigint", "timestamp_ntz", "binary", "array<int>")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
