@@ -48,7 +48,7 @@ with the date, the git commit and the duration of the run that produced it.
 Every scenario uses the real components (a Kafka broker on 127.0.0.1, the job
 spark-submitted in its own process, the Iceberg JDBC catalog, Airflow), injects
 its fault, lets the pipeline recover, and then checks the invariants of
-`tests/faults/invariants.py` against the reference fold (`tests/reference_fold.py`,
+`tests/invariants.py` against the reference fold (`tests/reference_fold.py`,
 a plain-Python model that shares no code with the job):
 
 {invariants}
