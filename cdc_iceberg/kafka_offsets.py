@@ -301,9 +301,13 @@ def delete_group_offsets(settings: Settings, group: str | None = None) -> None:
 
 
 def ensure_topic(
-    settings: Settings, partitions: int = 3, configs: Mapping[str, str] | None = None
+    settings: Settings,
+    partitions: int = 3,
+    configs: Mapping[str, str] | None = None,
+    replication: int = 1,
 ) -> None:
-    """Create the topic if it does not exist (local stack and tests)."""
+    """Create the topic if it does not exist (local stack and tests), with ``replication``
+    copies of each partition."""
     from kafka.errors import TopicAlreadyExistsError
 
     with admin(settings) as client, contextlib.suppress(TopicAlreadyExistsError):
@@ -311,7 +315,7 @@ def ensure_topic(
             {
                 settings.kafka_topic: {
                     "num_partitions": partitions,
-                    "replication_factor": 1,
+                    "replication_factor": replication,
                     "configs": dict(configs or {}),
                 }
             },

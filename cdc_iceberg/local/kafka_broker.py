@@ -66,6 +66,12 @@ class KafkaBroker:
     # the port clients are told to connect to (e.g. a proxy in front of the broker)
     advertised_port: int | None = None
     security: BrokerSecurity | None = None
+    # in a cluster (KafkaCluster): this node's id, every controller's id@host:port, the
+    # cluster id the storage is formatted with, and how many copies topics keep
+    node_id: int = 1
+    quorum_voters: str = ""
+    cluster_id: str = ""
+    replication: int = 1
 
     @property
     def controller_port(self) -> int:
@@ -84,10 +90,14 @@ class KafkaBroker:
         return self.data_dir / "broker.log"
 
     def properties(self) -> dict[str, str]:
+        # a write is acknowledged by two copies once there are three: one broker may fail
+        min_insync = 2 if self.replication >= 3 else 1
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": (
+                self.quorum_voters or f"{self.node_id}@{self.host}:{self.controller_port}"
+            ),
             "listeners": (
                 f"BROKER://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}"
             ),
@@ -97,13 +107,15 @@ class KafkaBroker:
             "controller.listener.names": "CONTROLLER",
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": str(self.replication),
+            "min.insync.replicas": str(min_insync),
+            "offsets.topic.replication.factor": str(self.replication),
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(self.replication),
+            "transaction.state.log.min.isr": str(min_insync),
             "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": str(self.replication),
+            "share.coordinator.state.topic.min.isr": str(min_insync),
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.retention.check.interval.ms": "5000",
@@ -145,9 +157,12 @@ class KafkaBroker:
 
     def start(self, timeout: float = 90.0) -> None:
         """Start the broker unless it is already running, and wait until it serves."""
+        self._wait_ready(timeout, self.launch())
+
+    def launch(self) -> subprocess.Popen[bytes] | None:
+        """Start the broker's process unless it runs already (None then); do not wait."""
         if self.running_pid() is not None:
-            self._wait_ready(timeout)
-            return
+            return None
         if not (KAFKA_JARS.is_dir() and any(KAFKA_JARS.glob("kafka_2.13-*.jar"))):
             raise RuntimeError(f"Kafka jars missing in {KAFKA_JARS}: run `make jars` first")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +176,7 @@ class KafkaBroker:
                 "kafka.tools.StorageTool",
                 "format",
                 "--cluster-id",
-                uuid.uuid4().hex[:22],
+                self.cluster_id or uuid.uuid4().hex[:22],
                 "--config",
                 str(config),
                 "--ignore-formatted",
@@ -173,7 +188,7 @@ class KafkaBroker:
             "kafka.Kafka", str(config), log4j=log4j, background=True, heap=self.heap
         )
         self.pid_file.write_text(str(process.pid))
-        self._wait_ready(timeout, process)
+        return process
 
     def _wait_ready(self, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
         from kafka import KafkaAdminClient
@@ -294,6 +309,71 @@ class KafkaBroker:
                 f"{result.stdout.decode()}{result.stderr.decode()}"
             )
         return subprocess.Popen(["true"])
+
+
+@dataclass
+class KafkaCluster:
+    """Brokers of one KRaft cluster on loopback, each node a broker and a controller.
+
+    With three nodes, topics keep three copies and a write needs two
+    (``min.insync.replicas=2``): any one broker may be killed and the cluster
+    goes on serving. Node ``i`` listens on ``ports[i]`` (its controller on the
+    port after) and keeps its data in ``data_dir/broker-<i + 1>``.
+    """
+
+    data_dir: Path
+    ports: list[int]
+    host: str = "127.0.0.1"
+    heap: str = "512m"
+    brokers: list[KafkaBroker] = field(init=False)
+
+    def __post_init__(self) -> None:
+        voters = ",".join(f"{n}@{self.host}:{p + 1}" for n, p in enumerate(self.ports, 1))
+        id_file = self.data_dir / "cluster.id"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not id_file.exists():
+            id_file.write_text(uuid.uuid4().hex[:22])
+        cluster_id = id_file.read_text().strip()
+        self.brokers = [
+            KafkaBroker(
+                data_dir=self.data_dir / f"broker-{n}",
+                port=port,
+                host=self.host,
+                heap=self.heap,
+                node_id=n,
+                quorum_voters=voters,
+                cluster_id=cluster_id,
+                replication=len(self.ports),
+            )
+            for n, port in enumerate(self.ports, 1)
+        ]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(b.bootstrap_servers for b in self.brokers)
+
+    def broker(self, node_id: int) -> KafkaBroker:
+        return self.brokers[node_id - 1]
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Start every node, then wait until each serves (the quorum needs a majority up)."""
+        processes = [b.launch() for b in self.brokers]
+        for broker, process in zip(self.brokers, processes, strict=True):
+            broker._wait_ready(timeout, process)
+
+    def stop(self) -> None:
+        """Stop every node at once: one by one, the last would wait for a quorum gone."""
+        import threading
+
+        def stop(broker: KafkaBroker) -> None:
+            broker.resume()  # a frozen broker cannot act on SIGTERM
+            broker.stop()
+
+        threads = [threading.Thread(target=stop, args=(b,)) for b in self.brokers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,119 @@
+"""Three Kafka brokers: the drain stays exact when a broker dies and when leadership moves.
+
+A KRaft cluster of three nodes (each a broker and a controller) runs on
+loopback, started here and stopped at the end. The topic keeps three copies of
+each partition and takes a write once two have it (``min.insync.replicas=2``),
+as a production cluster would. The drain is spark-submitted in its own process;
+the fault lands after its first committed batch. Every check is against the
+reference fold of the records sent (``tests/invariants.py``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import describe, kill_job, start_job, wait_job
+from infra import assert_still_running, free_port_pair, own_pipeline, wait_for_batches
+from invariants import check_invariants, snapshot_ids
+from reference_fold import Record
+from support import send
+
+from cdc_iceberg import kafka_offsets
+from cdc_iceberg.generator import ArticleSource
+from cdc_iceberg.local.kafka_broker import KafkaCluster
+from cdc_iceberg.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 2
+
+
+@pytest.fixture(scope="module")
+def cluster(work_dir: Path) -> Iterator[KafkaCluster]:
+    ports: list[int] = []
+    while len(ports) < 3:
+        port = free_port_pair()
+        if not {port, port + 1} & {q for p in ports for q in (p, p + 1)}:
+            ports.append(port)
+    nodes = KafkaCluster(data_dir=work_dir / "kafka-cluster", ports=ports, heap="384m")
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()
+        shutil.rmtree(nodes.data_dir, ignore_errors=True)
+
+
+def partition_state(settings: Settings) -> dict[int, tuple[int, list[int]]]:
+    """Leader and in-sync replicas of each partition of the pipeline's topic."""
+    with kafka_offsets.admin(settings) as client:
+        (topic,) = client.describe_topics([settings.kafka_topic])
+    return {
+        p["partition_index"]: (p["leader_id"], sorted(p["isr_nodes"])) for p in topic["partitions"]
+    }
+
+
+def wait_in_sync(settings: Settings, replicas: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    state = partition_state(settings)
+    while any(len(isr) < replicas for _, isr in state.values()):
+        assert time.monotonic() < deadline, f"replicas not back in sync: {state}"
+        time.sleep(1)
+        state = partition_state(settings)
+
+
+def elect_preferred_leaders(settings: Settings) -> None:
+    """Every partition of the topic back to its preferred (first) replica."""
+    with kafka_offsets.admin(settings) as client:
+        client.elect_leaders(0, [settings.kafka_topic])  # 0: preferred
+
+
+def history(settings: Settings, seed: int, events: int) -> list[Record]:
+    source = ArticleSource(seed=seed, partitions=PARTITIONS)
+    return send(settings, source.random_history(events, 150, snapshot_rows=40), PARTITIONS)
+
+
+def drain_through(settings: Settings, fault: object) -> None:
+    """One drain; ``fault()`` once it has committed a batch; it must complete on its own."""
+    job = start_job(settings)
+    try:
+        assert_still_running(job, wait_for_batches(job, 1))
+        fault()  # type: ignore[operator]
+        result = wait_job(job, timeout=900)
+    except BaseException:
+        kill_job(job)
+        raise
+    assert result.returncode == 0, describe(result)
+
+
+def test_a_broker_killed_mid_drain_and_leadership_moved_keep_the_table_exact(
+    cluster: KafkaCluster, catalog_settings: Settings, work_dir: Path
+) -> None:
+    settings = own_pipeline(
+        catalog_settings, work_dir, cluster.bootstrap_servers, max_offsets_per_trigger=150
+    )
+    kafka_offsets.ensure_topic(settings, partitions=PARTITIONS, replication=3)
+    assert [len(isr) for _, isr in partition_state(settings).values()] == [3] * PARTITIONS
+    records = history(settings, seed=5, events=450)
+
+    # a broker that leads a partition dies (kill -9) while the drain runs
+    leader, _ = partition_state(settings)[0]
+    victim = cluster.broker(leader)
+    before = snapshot_ids(settings)
+    drain_through(settings, victim.kill)
+    moved, isr = partition_state(settings)[0]
+    assert moved != leader and leader not in isr, "partition 0 was led by the killed broker"
+    check_invariants(settings, records, before)
+
+    # the broker comes back; leadership moves back to it while the next drain runs
+    victim.wait_exited()
+    victim.start()
+    wait_in_sync(settings, 3)
+    records += history(settings, seed=6, events=300)
+    drain_through(settings, lambda: elect_preferred_leaders(settings))
+    assert partition_state(settings)[0][0] == leader, "the election moved partition 0 back"
+    check_invariants(settings, records, before)
