@@ -32,6 +32,9 @@ from cdc_iceberg.settings import SettingsError, check_identifier
 # table property of the live table: {column: codec} for the columns whose codec
 # is not the one their Spark type implies (see default_codec)
 CODECS_PROPERTY = "cdc.column-codecs"
+# table property of the live table: its key columns in key order (a JSON list); the
+# identifier fields say the same wherever Iceberg allows them (see identifiable)
+KEY_PROPERTY = "cdc.key-columns"
 
 
 class TableModelError(ValueError):
@@ -62,6 +65,15 @@ _BUCKETABLE = re.compile(
     r"(tinyint|smallint|int|bigint|string|date|timestamp|timestamp_ntz|binary"
     r"|decimal\(\d+,\s*\d+\))\Z"
 )
+
+
+def identifiable(spark_type: str) -> bool:
+    """Whether Iceberg takes a column of ``spark_type`` as an identifier field (not a
+    floating-point number, nor a nested type)."""
+    spark_type = spark_type.strip()
+    return spark_type not in ("float", "double") and not spark_type.startswith(
+        ("array<", "map<", "struct<")
+    )
 
 
 def bucketable(spark_type: str) -> bool:
@@ -248,6 +260,15 @@ class TableModel:
                     f"declared schema of {source or 'a table'}: column {name!r} needs a type"
                 )
         return cls(tuple(key), tuple(out), source)
+
+
+def parse_key(text: str | None) -> list[str]:
+    """The ``cdc.key-columns`` property of a table ([] when absent or malformed)."""
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return [str(k) for k in value] if isinstance(value, list) else []
 
 
 def parse_codecs(text: str | None) -> dict[str, str]:

@@ -33,10 +33,13 @@ from cdc_iceberg.schema import (
 from cdc_iceberg.settings import Settings, check_identifier
 from cdc_iceberg.table_model import (
     CODECS_PROPERTY,
+    KEY_PROPERTY,
     TableModel,
     TableModelError,
     default_codec,
+    identifiable,
     parse_codecs,
+    parse_key,
     row_schema_of,
 )
 
@@ -143,7 +146,11 @@ def create_live_sql(
     bucket_column: str = "",
 ) -> str:
     """The live table: the source's columns (key columns required), then the pipeline's."""
-    props = {**table_properties(write_mode), CODECS_PROPERTY: model.codecs_json()}
+    props = {
+        **table_properties(write_mode),
+        CODECS_PROPERTY: model.codecs_json(),
+        KEY_PROPERTY: json.dumps(list(model.key)),
+    }
     columns = _columns_sql((*model.column_types, *METADATA_COLUMNS), required=model.key)
     return (
         f"CREATE TABLE IF NOT EXISTS {table} ({columns}) USING iceberg "
@@ -460,8 +467,11 @@ class IcebergTables:
             self.spark.sql(
                 create_live_sql(self.live, self.given, self.buckets, mode, self.bucket_column)
             )
-            keys = ", ".join(f"`{k}`" for k in self.given.key)
-            self.spark.sql(f"ALTER TABLE {self.live} SET IDENTIFIER FIELDS {keys}")
+            if all(identifiable(c.spark_type) for c in self.given.key_columns):
+                keys = ", ".join(f"`{k}`" for k in self.given.key)
+                self.spark.sql(f"ALTER TABLE {self.live} SET IDENTIFIER FIELDS {keys}")
+            else:  # a floating-point key column: the key is recorded in KEY_PROPERTY only
+                log.info("%s: keyed on %s (no identifier fields)", self.live, self.given.key)
         self._model = self.table_model()
         self.spark.sql(
             create_tombstones_sql(
@@ -609,10 +619,13 @@ class IcebergTables:
         table = self.java_table()
         columns = self.data_columns()
         order = [n for n, _ in columns]
-        key = [str(n) for n in table.schema().identifierFieldNames()]
+        recorded_key = parse_key(table.properties().get(KEY_PROPERTY))
+        key = [str(n) for n in table.schema().identifierFieldNames()] or recorded_key
         given_key = list(self.given.key) if self.given else []
-        if not key or set(key) == set(given_key):
-            key = given_key  # the given order: the first is the bucket column
+        if recorded_key and set(key) == set(recorded_key):
+            key = recorded_key  # the source's key order: the first is the bucket column
+        elif not key or set(key) == set(given_key):
+            key = given_key
         else:
             key.sort(key=order.index)
         if not key:

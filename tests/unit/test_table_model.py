@@ -232,3 +232,14 @@ def test_tables_are_bucketed_on_the_first_key_column_iceberg_can_bucket() -> Non
         True,
         False,
     ]
+
+
+def test_a_floating_point_or_nested_key_column_is_no_identifier_field() -> None:
+    from cdc_iceberg.table_model import identifiable, parse_key
+
+    assert [identifiable(t) for t in ("bigint", "decimal(10,2)", "date", "string")] == [True] * 4
+    assert [identifiable(t) for t in ("float", "double", "array<int>", "map<string,int>")] == [
+        False
+    ] * 4
+    assert parse_key('["day", "amount"]') == ["day", "amount"]
+    assert parse_key(None) == [] and parse_key("{") == [] and parse_key('{"a": 1}') == []
