@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,17 @@ def connect(kafka_broker: Any, work_dir: Path) -> Iterator[ConnectWorker]:
 # -- one capture: database, connector, topic, pipeline -------------------------
 
 
+def _source(postgres: PostgresServer, database: str) -> PostgresSource:
+    """What a connector reads: ``database`` on the module's server."""
+    return PostgresSource(
+        host=postgres.host,
+        port=postgres.port,
+        user=postgres.user,
+        password=postgres.password,
+        database=database,
+    )
+
+
 @dataclass
 class Capture:
     """One database captured by one connector into one topic, drained into one table."""
@@ -145,13 +156,7 @@ class Capture:
 
     def start_capture(self, **extra: str) -> None:
         """Register the connector (snapshot of what exists, then streaming) and wait for it."""
-        source = PostgresSource(
-            host=self.postgres.host,
-            port=self.postgres.port,
-            user=self.postgres.user,
-            password=self.postgres.password,
-            database=self.database,
-        )
+        source = _source(self.postgres, self.database)
         config = connector_config(
             self.connector, source, topic_prefix=self.prefix, partitions=PARTITIONS, extra=extra
         )
@@ -715,13 +720,7 @@ def defect_run(
     )
     with _capture(postgres, connect, pipeline) as capture:
         capture.sql("".join(_row_sql(f"race-{i}", f"before {i}") for i in range(1, 5)))
-        source = PostgresSource(
-            host=postgres.host,
-            port=postgres.port,
-            user=postgres.user,
-            password=postgres.password,
-            database=capture.database,
-        )
+        source = _source(postgres, capture.database)
         # the task creates the slot (exporting the snapshot it will read) when it
         # starts; the snapshot itself waits snapshot.delay.ms
         connect.register(
@@ -868,6 +867,29 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _pg_date(value: Any) -> Any:
+    return None if value is None else date.fromisoformat(value)
+
+
+def _pg_local(value: Any) -> Any:
+    """A Postgres ``timestamp`` (no zone) as a naive datetime."""
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _pg_instant(value: Any) -> Any:
+    """A Postgres ``timestamptz`` as an aware UTC datetime."""
+    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _utc(value: Any) -> Any:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _micros(expression: str) -> str:
+    """SQL: microseconds since midnight of a ``time`` (or ``interval``) expression."""
+    return f"(extract(epoch from {expression}) * 1000000)::bigint"
+
+
 # column -> (Postgres expression, its value as Python, the Iceberg value as Python)
 TYPED_COMPARISON: dict[str, tuple[str, Any, Any]] = {
     **{
@@ -892,15 +914,11 @@ TYPED_COMPARISON: dict[str, tuple[str, Any, Any]] = {
     "c_free": ("c_free::text", _decimal, _decimal),
     "c_money": ("c_money::numeric::text", _decimal, _same),
     "c_nums": ("c_nums::text[]", _pg_list, _same),
-    "c_date": ("c_date", lambda v: v and datetime.fromisoformat(v).date(), _same),
-    "c_time": ("(extract(epoch from c_time) * 1000000)::bigint", _same, _same),
-    "c_ts": ("c_ts", lambda v: v and datetime.fromisoformat(v), _same),
-    "c_tstz": (
-        "c_tstz",
-        lambda v: v and datetime.fromisoformat(v).astimezone(UTC),
-        lambda v: v and v.astimezone(UTC),
-    ),
-    "c_iv": ("(extract(epoch from c_iv) * 1000000)::bigint", _same, _same),
+    "c_date": ("c_date", _pg_date, _same),
+    "c_time": (_micros("c_time"), _same, _same),
+    "c_ts": ("c_ts", _pg_local, _same),
+    "c_tstz": ("c_tstz", _pg_instant, _utc),
+    "c_iv": (_micros("c_iv"), _same, _same),
     "c_json": ("c_json", _same, _json_text),
     "c_jsonb": ("c_jsonb", _same, _json_text),
     "c_bytea": ("c_bytea", lambda v: v and bytes.fromhex(v[2:]), _same),
@@ -916,25 +934,44 @@ def _table_differences(
     key: tuple[str, ...],
     comparison: dict[str, tuple[str, Any, Any]],
 ) -> list[str]:
+    """Where the Iceberg table and ``table`` in Postgres disagree.
+
+    ``comparison`` maps each column to its Postgres expression and how each side's
+    value reads as Python; a key column it names is compared through it too, so keys
+    of any type match. The Iceberg table must hold exactly ``key`` and ``comparison``'s
+    columns besides the job's own.
+    """
     from pyiceberg.catalog.sql import SqlCatalog
 
-    select = ", ".join([*key, *(f"{expr} AS {c}" for c, (expr, _, _) in comparison.items())])
-    expected = {
-        tuple(r[k] for k in key): {c: comparison[c][1](r[c]) for c in comparison}
-        for r in postgres.query(f"SELECT {select} FROM {table}", database=database)
-    }
+    plain_key = [k for k in key if k not in comparison]
+    select = ", ".join([*plain_key, *(f"{expr} AS {c}" for c, (expr, _, _) in comparison.items())])
+
+    def keyed(rows: list[dict[str, Any]], side: int) -> dict[tuple[Any, ...], dict[str, Any]]:
+        out = {}
+        for r in rows:
+            values = {c: comparison[c][side](r.get(c)) for c in comparison}
+            out[tuple(values[k] if k in comparison else r[k] for k in key)] = values
+        return out
+
+    expected = keyed(postgres.query(f"SELECT {select} FROM {table}", database=database), 1)
     catalog = SqlCatalog(
         settings.iceberg_catalog_name,
         uri=settings.iceberg_catalog_uri,
         warehouse=settings.iceberg_warehouse,
     )
-    rows = catalog.load_table(settings.iceberg_table).scan().to_arrow().to_pylist()
-    actual = {
-        tuple(r[k] for k in key): {c: comparison[c][2](r.get(c)) for c in comparison} for r in rows
-    }
-    problems = [f"missing in Iceberg: {k}" for k in sorted(expected.keys() - actual.keys())]
-    problems += [f"not in Postgres: {k}" for k in sorted(actual.keys() - expected.keys())]
-    for k in sorted(expected.keys() & actual.keys()):
+    iceberg = catalog.load_table(settings.iceberg_table)
+    actual = keyed(iceberg.scan().to_arrow().to_pylist(), 2)
+    columns = {f.name for f in iceberg.schema().fields} - RESERVED
+    problems = []
+    if columns != {*key, *comparison}:
+        problems.append(
+            f"{table} columns: iceberg {sorted(columns)} != {sorted({*key, *comparison})}"
+        )
+    problems += [
+        f"missing in Iceberg: {k}" for k in sorted(expected.keys() - actual.keys(), key=repr)
+    ]
+    problems += [f"not in Postgres: {k}" for k in sorted(actual.keys() - expected.keys(), key=repr)]
+    for k in sorted(expected.keys() & actual.keys(), key=repr):
         for c in comparison:
             if expected[k][c] != actual[k][c]:
                 problems.append(
@@ -983,13 +1020,7 @@ def test_composite_keys_and_every_type_match_postgres(
             for n in range(1, 4)
         )
         postgres.sql(rows + lines, database=database)  # read by the snapshot
-        source = PostgresSource(
-            host=postgres.host,
-            port=postgres.port,
-            user=postgres.user,
-            password=postgres.password,
-            database=database,
-        )
+        source = _source(postgres, database)
         config = connector_config(
             connector,
             source,
@@ -1066,3 +1097,295 @@ def _dlq(settings: Settings) -> list[dict[str, Any]]:
         return []
     table = catalog.load_table(settings.iceberg_dlq_table)
     return list(table.scan(selected_fields=("kafka_offset", "reason")).to_arrow().to_pylist())
+
+
+# -- connector settings: decimal.handling.mode and time.precision.mode -----------------
+
+MODES_DDL = """\
+CREATE TABLE {table} (
+    day       date,
+    region    smallint,
+    amount    numeric(10,2),
+    c_num     numeric(12,4),
+    c_free    numeric,
+    c_money   money,
+    c_nums    numeric(10,2)[],
+    c_date    date,
+    c_time    time,
+    c_time3   time(3),
+    c_timetz  timetz,
+    c_ts      timestamp,
+    c_ts3     timestamp(3),
+    c_ts0     timestamp(0),
+    c_tstz    timestamptz,
+    c_tstz3   timestamptz(3),
+    note      text,
+    PRIMARY KEY ({key})
+);
+"""
+MODES_COLUMNS = (
+    "day, region, amount, c_num, c_free, c_money, c_nums, c_date, c_time, c_time3, c_timetz, "
+    "c_ts, c_ts3, c_ts0, c_tstz, c_tstz3, note"
+)
+# time zone offsets of the timetz values: a quarter hour, the extremes, UTC
+TIMETZ_OFFSETS = ("+05:45", "-08", "+14", "-02", "+00", "-12", "+09:30")
+
+
+def _mode_key(i: int) -> tuple[str, str]:
+    """The SQL of row ``i``'s day (shared by several rows) and signed amount (its own):
+    together they single the row out, whichever of them the table's key holds."""
+    sign = "-" if i % 2 else ""
+    return f"DATE '2026-01-01' + {i % 3}", f"{sign}{i * 11}.{i:02d}"
+
+
+def _mode_where(i: int) -> str:
+    day, amount = _mode_key(i)
+    return f"WHERE day = {day} AND amount = {amount}"
+
+
+def _mode_row(table: str, i: int, added: str | None = None) -> str:
+    """Row ``i``: exact decimals of every size, instants before and after 1970, and
+    fractions of a second finer than a millisecond."""
+    day, amount = _mode_key(i)
+    sign = "-" if i % 2 else ""
+    back = -1 if i % 2 else 1
+    free = (
+        "123456789012345678901234567890.123456789012345",  # 45 digits
+        f"{sign}0.{'0' * (i + 10)}{i}",
+        f"{sign}{i}",
+        f"{i}.{'5' * i}",
+    )[i % 4]
+    # Debezium reads money through a double: values of at most 15 digits come out exact
+    money = f"{sign}{i * 1000003}.{i:02d}"
+    values = [
+        day,
+        str(i),
+        amount,
+        f"{sign}{i * 1234567}.{i * 7:04d}",
+        free,
+        f"CAST({money} AS money)",
+        f"ARRAY[{i}.10, NULL, -0.01, {sign}99999999.99]::numeric(10,2)[]",
+        f"DATE '1969-12-31' + {back * i * 400}",
+        f"TIME '00:00:00.000001' + {i} * interval '1 hour 59 minutes 58.987654 seconds'",
+        f"TIME '23:59:59.9994' - {i} * interval '1 hour 0.0015 seconds'",
+        f"'{(i * 7) % 24:02d}:{(i * 13) % 60:02d}:{(i * 17) % 60:02d}.{i * 12345:06d}"
+        f"{TIMETZ_OFFSETS[i % len(TIMETZ_OFFSETS)]}'::timetz",
+        f"TIMESTAMP '1969-12-31 23:59:59.999999' + {back * i} * interval '1 day 1.000001 seconds'",
+        f"TIMESTAMP '1969-12-31 23:59:59.123456' + {back * i} * interval '1 hour 0.0007 seconds'",
+        f"TIMESTAMP '2000-02-29 12:00:00.6' + {i} * interval '1 day 0.4 seconds'",
+        f"TIMESTAMPTZ '1969-12-31 23:59:59.999999+01' + {back * i} * interval '37 days 0.000123s'",
+        f"TIMESTAMPTZ '2026-03-04 05:06:07.1234-07' + {i} * interval '1.0006 seconds'",
+        lit(f"row {i}"),
+    ]
+    columns = MODES_COLUMNS if added is None else f"{MODES_COLUMNS}, c_added"
+    if added is not None:
+        values.append(added)
+    return f"INSERT INTO {table} ({columns}) VALUES ({', '.join(values)});"
+
+
+def _mode_changes(table: str) -> str:
+    """Streamed changes: inserts, updates, key changes, deletes, a decimal column added."""
+    return (
+        "".join(_mode_row(table, i) for i in range(7, 13))
+        + f"UPDATE {table} SET c_num = -c_num, c_free = c_free * 3, c_money = c_money * 2, "
+        "c_nums = ARRAY[1.05]::numeric(10,2)[], c_timetz = '23:59:59.999999-01', "
+        "c_ts3 = c_ts3 + interval '1.001 seconds', note = 'updated' "
+        + _mode_where(2)
+        + ";"
+        + f"UPDATE {table} SET c_time = '12:34:56.789999', c_tstz = NULL, note = 'updated' "
+        + _mode_where(8)
+        + ";"
+        + f"UPDATE {table} SET amount = amount + 1000 {_mode_where(3)};"
+        + f"UPDATE {table} SET day = day + 100, note = 'moved' {_mode_where(9)};"
+        + f"DELETE FROM {table} {_mode_where(4)};"
+        + f"DELETE FROM {table} {_mode_where(10)};"
+        + f"ALTER TABLE {table} ADD COLUMN c_added numeric(14,6);"
+        + f"UPDATE {table} SET c_added = -12345678.123456 {_mode_where(1)};"
+        + f"UPDATE {table} SET c_added = 0.000001 {_mode_where(7)};"
+        + _mode_row(table, 13, added="98765.4321")
+    )
+
+
+def _held_as(kind: type, convert: Any = _same) -> Any:
+    """An Iceberg value read as ``convert`` would, if it has the Python type ``kind``;
+    otherwise a text naming its type, which equals no Postgres value."""
+
+    def read(value: Any) -> Any:
+        if value is None:
+            return None
+        if type(value) is not kind:
+            return f"<{type(value).__name__}> {value!r}"
+        return convert(value)
+
+    return read
+
+
+def _naive(value: Any) -> Any:
+    """A timestamp_ntz value: a naive datetime."""
+    if value is None or (isinstance(value, datetime) and value.tzinfo is None):
+        return value
+    return f"<not a local timestamp> {value!r}"
+
+
+def _aware(value: Any) -> Any:
+    """A timestamp (with time zone) value: an aware datetime, in UTC."""
+    if value is None or (isinstance(value, datetime) and value.tzinfo is not None):
+        return _utc(value)
+    return f"<not an instant> {value!r}"
+
+
+def _each(read: Any) -> Any:
+    return lambda value: None if value is None else [read(v) for v in value]
+
+
+def _pg_decimals(value: Any) -> Any:
+    return None if value is None else [_decimal(v) for v in value]
+
+
+# the columns every connector setting here sends alike: ZonedTime (UTC time of day) and
+# ZonedTimestamp, in microseconds whatever time.precision.mode says
+MODES_COMMON: dict[str, tuple[str, Any, Any]] = {
+    "day": ("day", _pg_date, _same),
+    "region": ("region", _same, _held_as(int)),
+    "c_date": ("c_date", _pg_date, _same),
+    "c_timetz": (_micros("(c_timetz AT TIME ZONE 'UTC')::time"), _same, _held_as(int)),
+    "c_tstz": ("c_tstz", _pg_instant, _aware),
+    "c_tstz3": ("c_tstz3", _pg_instant, _aware),
+    "note": ("note", _same, _same),
+}
+# decimal.handling.mode=string: every numeric and money as its exact text
+DECIMALS_AS_TEXT: dict[str, tuple[str, Any, Any]] = {
+    **{
+        c: (f"{c}::text", _decimal, _held_as(str, _decimal))
+        for c in ("amount", "c_num", "c_free", "c_added")
+    },
+    "c_money": ("c_money::numeric::text", _decimal, _held_as(str, _decimal)),
+    "c_nums": ("c_nums::text[]", _pg_decimals, _held_as(list, _each(_held_as(str, _decimal)))),
+}
+# decimal.handling.mode=double: the double nearest each value, as Postgres casts it
+DECIMALS_AS_DOUBLE: dict[str, tuple[str, Any, Any]] = {
+    **{
+        c: (f"{c}::float8", _same, _held_as(float))
+        for c in ("amount", "c_num", "c_free", "c_added")
+    },
+    "c_money": ("c_money::numeric::float8", _same, _held_as(float)),
+    "c_nums": ("c_nums::float8[]", _same, _held_as(list, _each(_held_as(float)))),
+}
+# time.precision.mode=connect: Connect's Time and Timestamp, milliseconds (truncated)
+TIMES_IN_MILLIS: dict[str, tuple[str, Any, Any]] = {
+    **{
+        c: (_micros(f"date_trunc('milliseconds', {c}::interval)"), _same, _held_as(int))
+        for c in ("c_time", "c_time3")
+    },
+    **{
+        c: (f"date_trunc('milliseconds', {c})", _pg_local, _naive)
+        for c in ("c_ts", "c_ts3", "c_ts0")
+    },
+}
+# time.precision.mode=adaptive: MicroTime/MicroTimestamp, or Time/Timestamp up to (3)
+TIMES_AS_DECLARED: dict[str, tuple[str, Any, Any]] = {
+    **{c: (_micros(c), _same, _held_as(int)) for c in ("c_time", "c_time3")},
+    **{c: (c, _pg_local, _naive) for c in ("c_ts", "c_ts3", "c_ts0")},
+}
+
+
+@dataclass(frozen=True)
+class ConnectorMode:
+    """One connector's settings, the table it captures and how its values compare."""
+
+    table: str
+    key: tuple[str, ...]
+    settings: dict[str, str]
+    comparison: dict[str, tuple[str, Any, Any]]
+
+    @property
+    def records(self) -> int:
+        """What Debezium writes for the workload: snapshot reads, inserts, updates,
+        deletes and tombstones; a key change is delete, tombstone and create."""
+        key_changes = 1 + ("amount" in self.key)
+        return 6 + 6 + 2 + (2 - key_changes) + 3 * key_changes + 2 * 2 + 2 + 1
+
+
+CONNECTOR_MODES = (
+    ConnectorMode(
+        "ledger_string",
+        ("day", "amount"),
+        {"decimal.handling.mode": "string", "time.precision.mode": "connect"},
+        MODES_COMMON | DECIMALS_AS_TEXT | TIMES_IN_MILLIS,
+    ),
+    # its decimals are doubles: a key with a double (no Iceberg identifier field)
+    ConnectorMode(
+        "ledger_double",
+        ("day", "amount"),
+        {"decimal.handling.mode": "double", "time.precision.mode": "adaptive"},
+        MODES_COMMON | DECIMALS_AS_DOUBLE | TIMES_AS_DECLARED,
+    ),
+)
+
+
+def test_decimal_and_time_precision_modes_match_postgres(
+    spark: Any, postgres: PostgresServer, connect: ConnectWorker, pipeline: Settings, work_dir: Path
+) -> None:
+    """Connectors with decimal.handling.mode string and double, time.precision.mode
+    connect and adaptive: each value is the Postgres value as the mode promises it
+    (exact text, the nearest double, milliseconds truncated, as declared), after
+    snapshot reads, inserts, updates, changes of a composite key (a date with a
+    decimal, then with a double), deletes and a decimal column added mid-stream."""
+    from articles import write_pipelines
+
+    from jobs.drain_tables import configured_tables, drain_tables
+
+    name = pipeline.iceberg_table.split(".")[1]
+    database = f"cdc_modes_{name}"
+    postgres.ensure_database(database)
+    connectors = [f"{mode.table}-{name}" for mode in CONNECTOR_MODES]
+    prefixes = [f"pg_{mode.table}_{name}" for mode in CONNECTOR_MODES]
+    topics = [f"{p}.public.{m.table}" for p, m in zip(prefixes, CONNECTOR_MODES, strict=True)]
+    try:
+        postgres.sql(
+            "".join(
+                MODES_DDL.format(table=m.table, key=", ".join(m.key))
+                + "".join(_mode_row(m.table, i) for i in range(1, 7))
+                for m in CONNECTOR_MODES
+            ),
+            database=database,
+        )  # read by the snapshots
+        for mode, connector, prefix in zip(CONNECTOR_MODES, connectors, prefixes, strict=True):
+            extra = {"table.include.list": f"public.{mode.table}", **mode.settings}
+            config = connector_config(
+                connector,
+                _source(postgres, database),
+                topic_prefix=prefix,
+                partitions=PARTITIONS,
+                extra=extra,
+            )
+            connect.register(connector, config)
+        for connector in connectors:
+            connect.wait_running(connector)
+        postgres.sql("".join(_mode_changes(m.table) for m in CONNECTOR_MODES), database=database)
+        _wait_stable(
+            pipeline, topics, {t: m.records for t, m in zip(topics, CONNECTOR_MODES, strict=True)}
+        )
+
+        entries = {
+            f"public.{m.table}": {"topic": topic, "iceberg_table": f"neuronews.{name}_{m.table}"}
+            for m, topic in zip(CONNECTOR_MODES, topics, strict=True)
+        }
+        path = write_pipelines(work_dir / "pipelines" / f"{name}-modes.yaml", entries)
+        base = pipeline.replace(pipelines_file=path, sequence_order="lsn")
+        tables = configured_tables(base, pipelines.load(path))
+        outcomes = drain_tables(spark, base, tables)
+        assert [o.error for o in outcomes] == [None] * len(CONNECTOR_MODES)
+        problems: list[str] = []
+        for mode, table in zip(CONNECTOR_MODES, tables, strict=True):
+            settings = table.settings(base)
+            problems += _table_differences(
+                postgres, database, settings, mode.table, mode.key, mode.comparison
+            )
+            problems += [f"{mode.table} dead letter: {d}" for d in _dlq(settings)]
+        assert not problems, "\n".join(problems[:40])
+    finally:
+        if connect.running_pid() is not None:
+            for connector in connectors:
+                connect.delete(connector)
+        postgres.drop_database(database)
