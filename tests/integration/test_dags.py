@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from articles import ARTICLES, write_pipelines
+import yaml
+from articles import ARTICLES
 from reference_fold import fold
 from support import (
     assert_ranges_tile,
@@ -81,6 +83,51 @@ def _asset_events(db: Path, run: Any) -> dict[str, dict[str, Any]]:
             (run.dag_id, run.run_id),
         ).fetchall()
     return {uri: json.loads(extra) if isinstance(extra, str) else extra for uri, extra in rows}
+
+
+def _queued_for(db: Path, uri: str) -> set[str]:
+    """The DAGs an asset event of ``uri`` queued a run of (waiting for the scheduler)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT q.target_dag_id FROM asset_dag_run_queue q JOIN asset a ON a.id = q.asset_id "
+            "WHERE a.uri = ?",
+            (uri,),
+        ).fetchall()
+    return {dag_id for (dag_id,) in rows}
+
+
+@contextlib.contextmanager
+def downstream_dag(dag_id: str, schedule: list[Any]) -> Iterator[None]:
+    """An unpaused DAG scheduled on ``schedule`` in the metadata DB, as the dag-processor
+    writes one; deleted afterwards."""
+    import pendulum
+    from airflow.api.common.delete_dag import delete_dag
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.models.dag import DagModel
+    from airflow.sdk import DAG, task
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    with DAG(dag_id, schedule=schedule, start_date=pendulum.datetime(2026, 1, 1)) as dag:
+
+        @task
+        def report() -> None:
+            """Reads the table (a downstream consumer)."""
+
+        report()
+    with create_session() as session:
+        DagBundlesManager().sync_bundles_to_db(session=session)
+        session.flush()  # the DAG's bundle row first
+        update_dag_parsing_results_in_db(
+            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session
+        )
+        session.execute(update(DagModel).where(DagModel.dag_id == dag_id).values(is_paused=False))
+    try:
+        yield
+    finally:
+        delete_dag(dag_id)
 
 
 class StatsdListener:
@@ -185,26 +232,34 @@ def test_scheduled_run_drains_every_table_and_validates_each(
     monkeypatch: pytest.MonkeyPatch,
     statsd: StatsdListener,
 ) -> None:
+    """Articles is an entry of the pipelines file; order_lines is none: its topic is found by
+    the file's topic pattern. Both are drained, validated, and announced as Assets."""
+    from cdc_airflow.assets import table_asset, table_uri
+
     schema = "d" + pipeline.pipeline_id.removeprefix("group_t")
     lines = TableSource(dataclasses.replace(ORDER_LINES, schema=schema), seed=86)
-    path = write_pipelines(
-        work_dir / "pipelines" / f"{schema}-dag.yaml",
-        {
-            "public.articles": {
-                "topic": pipeline.kafka_topic,
-                "iceberg_table": pipeline.iceberg_table,
-                "schema": ARTICLES.to_declared(),
-            },
-            f"{schema}.order_lines": {},
-        },
-    )
-    settings = pipeline.replace(pipelines_file=path)
+    path = work_dir / "pipelines" / f"{schema}-dag.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "topic": pipeline.kafka_topic,
+        "iceberg_table": pipeline.iceberg_table,
+        "schema": ARTICLES.to_declared(),
+    }
+    document = {"topics": f"neuronews.{schema}.*", "tables": {"public.articles": entry}}
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    settings = pipeline.replace(pipelines_file=str(path))
     for key, value in settings.to_env().items():
         monkeypatch.setenv(key, value)
     articles = send(settings, ArticleSource(seed=87).random_history(300, 40))
     line_records = publish(settings.replace(kafka_topic=lines.topic), lines.random_history(300, 40))
+    lines_uri = table_uri(settings.iceberg_catalog_name, f"neuronews.{schema}_order_lines")
+    consumer = f"report_{schema}"
 
-    run = _dag("cdc_to_iceberg").test()
+    with downstream_dag(
+        consumer, [table_asset(settings.iceberg_catalog_name, f"neuronews.{schema}_order_lines")]
+    ):
+        run = _dag("cdc_to_iceberg").test()
+        queued = _queued_for(airflow_db, lines_uri)
 
     instances = sorted((ti.task_id, ti.map_index, str(ti.state)) for ti in run.get_task_instances())
     assert instances == [
@@ -232,6 +287,10 @@ def test_scheduled_run_drains_every_table_and_validates_each(
         prefix + settings.iceberg_table.split(".")[1]: len(articles),
         prefix + f"{schema}_order_lines": len(line_records),
     }
+    # the table found by the pattern: its event carries its totals, and a DAG scheduled
+    # on its Asset has a run queued for the scheduler
+    assert events[lines_uri] == drained["tables"][lines_table.iceberg_table]["totals"]
+    assert queued == {consumer}
     # each table's figures reached StatsD under its own name
     for table, records, rows in (
         (settings, articles, fold(articles).rows),
