@@ -5,6 +5,7 @@ Usage::
     python -m cdc_iceberg.local.kafka_broker up      # start, wait until it answers
     python -m cdc_iceberg.local.kafka_broker down    # stop
     python -m cdc_iceberg.local.kafka_broker status
+    python -m cdc_iceberg.local.kafka_broker up --brokers 3   # a three-node cluster
 
 The broker listens on 127.0.0.1 at the port of ``KAFKA_BOOTSTRAP_SERVERS`` and
 keeps its data under ``KAFKA_DATA_DIR`` (default ``.local/kafka``). Both
@@ -533,31 +534,54 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def broker_from_env() -> KafkaBroker:
+def _ports_from_env() -> list[int]:
     from cdc_iceberg.settings import Settings
 
-    settings = Settings.from_env()
-    first = settings.kafka_bootstrap_servers.split(",")[0]
-    port = int(first.rsplit(":", 1)[1]) if ":" in first else 9092
-    data_dir = Path(os.environ.get("KAFKA_DATA_DIR", PROJECT_ROOT / ".local" / "kafka"))
-    return KafkaBroker(data_dir=data_dir, port=port)
+    servers = Settings.from_env().kafka_bootstrap_servers.split(",")
+    return [int(s.rsplit(":", 1)[1]) if ":" in s else 9092 for s in servers]
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("KAFKA_DATA_DIR", PROJECT_ROOT / ".local" / "kafka"))
+
+
+def broker_from_env() -> KafkaBroker:
+    """The one broker at the first address of ``KAFKA_BOOTSTRAP_SERVERS``."""
+    return KafkaBroker(data_dir=_data_dir(), port=_ports_from_env()[0])
+
+
+def cluster_from_env(brokers: int) -> KafkaCluster:
+    """``brokers`` nodes at the addresses of ``KAFKA_BOOTSTRAP_SERVERS`` (one each)."""
+    ports = _ports_from_env()
+    if len(ports) != brokers:
+        raise SystemExit(
+            f"KAFKA_BOOTSTRAP_SERVERS names {len(ports)} address(es), not {brokers}: give "
+            "each broker its own (e.g. 127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096; "
+            "each takes the port after its own for its controller)"
+        )
+    return KafkaCluster(data_dir=_data_dir() / "cluster", ports=ports)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--brokers", type=int, default=1, help="nodes of a KRaft cluster (3: replication 3)"
+    )
     args = parser.parse_args(argv)
-    broker = broker_from_env()
+    cluster = cluster_from_env(args.brokers) if args.brokers > 1 else None
+    nodes = cluster.brokers if cluster else [broker_from_env()]
+    where = ",".join(b.bootstrap_servers for b in nodes)
     if args.command == "up":
-        broker.start()
-        print(f"Kafka broker ready at {broker.bootstrap_servers} (data in {broker.data_dir})")
+        cluster.start() if cluster else nodes[0].start()
+        print(f"Kafka ready at {where} (data in {nodes[0].data_dir})")
     elif args.command == "down":
-        broker.stop()
-        print("Kafka broker stopped")
+        cluster.stop() if cluster else nodes[0].stop()
+        print("Kafka stopped")
     else:
-        state = "running" if broker.running_pid() and broker.answers() else "stopped"
-        print(f"Kafka broker at {broker.bootstrap_servers}: {state}")
-        return 0 if state == "running" else 1
+        running = all(b.running_pid() and b.answers() for b in nodes)
+        print(f"Kafka at {where}: {'running' if running else 'stopped'}")
+        return 0 if running else 1
     return 0
 
 
