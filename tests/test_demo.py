@@ -13,7 +13,9 @@ long scenario: it runs under ``make test-faults``.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +38,9 @@ def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The environment of a demo on ports and directories of its own; its servers are
     stopped at the end."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PG"))}
+    # Postgres runs as its own OS user: its directory must be reachable by it
+    postgres_dir = Path(tempfile.mkdtemp(prefix="cdc-demo-postgres-"))
+    postgres_dir.chmod(0o755)
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{_free_port()}",
         KAFKA_DATA_DIR=str(tmp_path / "kafka"),
@@ -45,7 +50,7 @@ def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         AIRFLOW_HOME=str(tmp_path / "airflow"),
         DEMO_EVENTS="1500",
         PGPORT=str(_free_port()),
-        POSTGRES_DATA_DIR=str(tmp_path / "postgres"),
+        POSTGRES_DATA_DIR=str(postgres_dir / "data"),
         CONNECT_PORT=str(_free_port()),
         CONNECT_DATA_DIR=str(tmp_path / "connect"),
     )
@@ -62,6 +67,7 @@ def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
                 timeout=180,
                 check=False,
             )
+        shutil.rmtree(postgres_dir, ignore_errors=True)
 
 
 def _topic_records(settings: Settings, topic: str) -> list[Record]:
