@@ -42,12 +42,12 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def kafka_broker(work_dir: Path) -> Iterator[Any]:
     """A real single-node KRaft broker on a free loopback port."""
+    from infra import free_port_pair
+
     from cdc_iceberg.local.kafka_broker import KafkaBroker
 
-    port = free_port()
-    while port + 1 > 65000:
-        port = free_port()
-    broker = KafkaBroker(data_dir=work_dir / "kafka", port=port)
+    # the controller listens on the port after the broker's: both must be free
+    broker = KafkaBroker(data_dir=work_dir / "kafka", port=free_port_pair())
     broker.start()
     try:
         yield broker

@@ -29,10 +29,6 @@ from cdc_iceberg.settings import PROJECT_ROOT, Settings
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
 
-def _free_port() -> int:
-    return free_port_pair()
-
-
 @pytest.fixture
 def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The environment of a demo on ports and directories of its own; its servers are
@@ -42,16 +38,16 @@ def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     postgres_dir = Path(tempfile.mkdtemp(prefix="cdc-demo-postgres-"))
     postgres_dir.chmod(0o755)
     env.update(
-        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{_free_port()}",
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port_pair()}",
         KAFKA_DATA_DIR=str(tmp_path / "kafka"),
         CHECKPOINT_LOCATION=str(tmp_path / "checkpoints"),
         ICEBERG_CATALOG_URI=f"sqlite:///{tmp_path}/iceberg/catalog.db",
         ICEBERG_WAREHOUSE=f"file://{tmp_path}/iceberg/warehouse",
         AIRFLOW_HOME=str(tmp_path / "airflow"),
         DEMO_EVENTS="1500",
-        PGPORT=str(_free_port()),
+        PGPORT=str(free_port_pair()),
         POSTGRES_DATA_DIR=str(postgres_dir / "data"),
-        CONNECT_PORT=str(_free_port()),
+        CONNECT_PORT=str(free_port_pair()),
         CONNECT_DATA_DIR=str(tmp_path / "connect"),
     )
     (tmp_path / "iceberg").mkdir()
