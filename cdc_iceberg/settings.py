@@ -28,6 +28,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 
 WRITE_MODES = ("copy-on-write", "merge-on-read")
 
+CATALOG_TYPES = ("jdbc", "rest")
+
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -50,8 +52,17 @@ class Settings:
     kafka_min_partitions: int = 0
 
     iceberg_catalog_name: str = "lakehouse"
+    # jdbc: a SQL database (SQLite, Postgres) in ICEBERG_CATALOG_URI; rest: an Iceberg REST
+    # catalog server at ICEBERG_CATALOG_URI (http://...)
+    iceberg_catalog_type: str = "jdbc"
     iceberg_catalog_uri: str = "sqlite:////tmp/iceberg/catalog.db"
     iceberg_warehouse: str = "file:///tmp/iceberg/warehouse"
+    # an S3-compatible store's http(s) URL (MinIO...): path-style requests to it; empty: AWS S3.
+    # Credentials are never settings: every client takes them from its environment
+    # (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or the instance's role) itself.
+    iceberg_s3_endpoint: str = ""
+    # the bucket's region (AWS_REGION), given to every S3 client
+    s3_region: str = "us-east-1"
     iceberg_table: str = "neuronews.articles"
     iceberg_dlq_table: str = ""
     iceberg_buckets: int = 16
@@ -68,6 +79,9 @@ class Settings:
     sequence_order: str = "ts_ms"
     tombstone_retention_hours: int = 24 * 7
     spark_master: str = "local[*]"
+    # the Python that executors start (spark.pyspark.python), as the workers know it;
+    # "" for the driver's own (a local master, or workers with the same Python)
+    spark_executor_python: str = ""
     spark_shuffle_partitions: int = 4
     jars_dir: str = str(PROJECT_ROOT / "build" / "jars" / "spark")
     # class-data archive of a local driver's JVM: auto, off or a path (cdc_iceberg.class_archive)
@@ -122,8 +136,27 @@ class Settings:
             raise SettingsError("CDC_PARALLEL_TABLES must be at least 1")
         if self.kafka_min_partitions < 0:
             raise SettingsError("KAFKA_MIN_PARTITIONS must be 0 (automatic) or a number of tasks")
+        if self.iceberg_s3_endpoint and urlparse(self.iceberg_s3_endpoint).scheme not in (
+            "http",
+            "https",
+        ):
+            raise SettingsError(
+                f"ICEBERG_S3_ENDPOINT={self.iceberg_s3_endpoint!r}: expected an http:// or "
+                "https:// URL"
+            )
         scheme = urlparse(self.iceberg_catalog_uri).scheme
-        if not scheme.startswith(("sqlite", "postgresql")):
+        if self.iceberg_catalog_type not in CATALOG_TYPES:
+            raise SettingsError(
+                f"ICEBERG_CATALOG_TYPE={self.iceberg_catalog_type!r}: expected one of "
+                f"{', '.join(CATALOG_TYPES)}"
+            )
+        if self.iceberg_catalog_type == "rest":
+            if scheme not in ("http", "https"):
+                raise SettingsError(
+                    "ICEBERG_CATALOG_URI must be the http:// or https:// URL of the REST "
+                    f"catalog with ICEBERG_CATALOG_TYPE=rest, got scheme {scheme!r}"
+                )
+        elif not scheme.startswith(("sqlite", "postgresql")):
             raise SettingsError(
                 "ICEBERG_CATALOG_URI must be a sqlite:// or postgresql:// URL, "
                 f"got scheme {scheme!r}"
@@ -157,7 +190,8 @@ class Settings:
 
     def ensure_local_dirs(self) -> None:
         """Create the folders of a local SQLite catalog and ``file://`` warehouse."""
-        if self.iceberg_catalog_uri.startswith("sqlite") and ":///" in self.iceberg_catalog_uri:
+        uri = self.iceberg_catalog_uri
+        if self.iceberg_catalog_type == "jdbc" and uri.startswith("sqlite") and ":///" in uri:
             Path(self.iceberg_catalog_uri.split(":///", 1)[1]).parent.mkdir(
                 parents=True, exist_ok=True
             )
@@ -270,6 +304,7 @@ _RENAMED = {
     "TOMBSTONE_RETENTION_HOURS": "CDC_TOMBSTONE_RETENTION_HOURS",
     "JARS_DIR": "CDC_JARS_DIR",
     "FAILPOINT": "CDC_FAILPOINT",
+    "S3_REGION": "AWS_REGION",
 }
 
 _INT_FIELDS = {

@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from cdc_iceberg.class_archive import DRIVER_OPTIONS_KEY, driver_java_options
 from cdc_iceberg.settings import PROJECT_ROOT, Settings, catalog_credentials
 
 JOB_FILE = PROJECT_ROOT / "jobs" / "cdc_to_iceberg.py"
 
-REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|jaas|sasl\.login"
-"""Spark's default redaction pattern plus the Kafka options that carry credentials."""
+REDACTION_REGEX = r"(?i)secret|password|token|access[._-]?key|jaas|sasl\.login"
+"""Spark's default redaction pattern plus the Kafka options that carry credentials, and
+S3 access keys however they are spelt (``fs.s3a.access.key``, ``s3.access-key-id``)."""
 
 
 def spark_jars(settings: Settings) -> list[str]:
@@ -38,8 +40,13 @@ def spark_conf(settings: Settings) -> dict[str, str]:
             "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
         ),
         catalog: "org.apache.iceberg.spark.SparkCatalog",
-        f"{catalog}.type": "jdbc",
-        f"{catalog}.uri": settings.jdbc_catalog_url,
+        # jdbc (Iceberg's JdbcCatalog on the SQL database) or rest (a REST catalog server)
+        f"{catalog}.type": settings.iceberg_catalog_type,
+        f"{catalog}.uri": (
+            settings.iceberg_catalog_uri
+            if settings.iceberg_catalog_type == "rest"
+            else settings.jdbc_catalog_url
+        ),
         f"{catalog}.warehouse": settings.iceberg_warehouse,
         # Every read of the table's progress must see the newest commit: the micro-batch
         # runs in a cloned session with a catalog (and a table cache) of its own.
@@ -79,27 +86,91 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.redaction.regex": REDACTION_REGEX,
         "spark.sql.redaction.options.regex": "(?i)url|" + REDACTION_REGEX.removeprefix("(?i)"),
     }
+    if settings.spark_executor_python:
+        # executors start the workers' Python; the driver keeps its own
+        conf["spark.pyspark.python"] = settings.spark_executor_python
+        conf["spark.pyspark.driver.python"] = sys.executable
     java_options = driver_java_options(settings)
     if java_options:  # a local driver maps its classes from the archive make setup built
         conf[DRIVER_OPTIONS_KEY] = java_options
-    if settings.spark_master.startswith("local"):
-        # a laptop run stays on loopback
+    if on_loopback(settings.spark_master):
+        # a laptop run (local[*], or a standalone cluster on this machine) stays on loopback
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
-    if settings.iceberg_catalog_uri.startswith("sqlite"):
-        # tables drained at the same time commit to one SQLite file: wait for its lock
-        conf[f"{catalog}.jdbc.busy_timeout"] = "30000"
-    user, password = catalog_credentials(settings.iceberg_catalog_uri)
-    if user:
-        conf[f"{catalog}.jdbc.user"] = user
-    if password:
-        conf[f"{catalog}.jdbc.password"] = password
-    if settings.iceberg_warehouse.startswith("s3"):
-        conf[f"{catalog}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
-        endpoint = os.environ.get("ICEBERG_S3_ENDPOINT", "")
-        if endpoint:
-            conf[f"{catalog}.s3.endpoint"] = endpoint
-            conf[f"{catalog}.s3.path-style-access"] = "true"
+    if settings.iceberg_catalog_type == "jdbc":
+        if settings.iceberg_catalog_uri.startswith("sqlite"):
+            # tables drained at the same time commit to one SQLite file: wait for its lock
+            conf[f"{catalog}.jdbc.busy_timeout"] = "30000"
+        # the URI's user and password go to properties Spark redacts, never into the JDBC URL
+        user, password = catalog_credentials(settings.iceberg_catalog_uri)
+        if user:
+            conf[f"{catalog}.jdbc.user"] = user
+        if password:
+            conf[f"{catalog}.jdbc.password"] = password
+    if urlparse(settings.iceberg_warehouse).scheme in S3_SCHEMES:
+        conf.update(iceberg_s3_conf(settings, catalog))
+    if urlparse(settings.checkpoint_location).scheme == "s3a":
+        conf.update(checkpoint_s3a_conf(settings))
+    return conf
+
+
+def on_loopback(master: str) -> bool:
+    """Whether the executors run on this machine (``local[*]``, ``spark://127.0.0.1:<port>``)."""
+    if master.startswith("local"):
+        return True
+    if not master.startswith("spark://") or "," in master:
+        return False
+    return urlparse(master).hostname in ("127.0.0.1", "localhost")
+
+
+S3_SCHEMES = ("s3", "s3a")
+
+CHECKPOINT_FILE_MANAGER = (
+    "org.apache.spark.internal.io.cloud.AbortableStreamBasedCheckpointFileManager"
+)
+"""Writes each checkpoint file in place, visible once complete (spark-hadoop-cloud)."""
+
+AWS_DEFAULT_CREDENTIALS = "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
+
+
+def iceberg_s3_conf(settings: Settings, catalog: str) -> dict[str, str]:
+    """Iceberg's S3FileIO for an ``s3://`` warehouse (``iceberg-aws-bundle``).
+
+    No credentials here: the AWS SDK's default chain finds them in the driver's and
+    executors' environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) or the instance's
+    role, so they never enter Spark's configuration, a command line or a log.
+    """
+    conf = {
+        f"{catalog}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+        f"{catalog}.client.region": settings.s3_region,
+    }
+    if settings.iceberg_s3_endpoint:
+        # an S3-compatible store (MinIO...) serves buckets as paths of its one address
+        conf[f"{catalog}.s3.endpoint"] = settings.iceberg_s3_endpoint
+        conf[f"{catalog}.s3.path-style-access"] = "true"
+    return conf
+
+
+def checkpoint_s3a_conf(settings: Settings) -> dict[str, str]:
+    """Hadoop's S3A file system (``hadoop-aws``) for an ``s3a://`` streaming checkpoint.
+
+    An object store has no atomic rename, the way Spark's default checkpoint file
+    manager publishes a file (write a temporary file, rename it): the abortable-stream
+    manager writes each file in place, and S3 makes an object visible only when its
+    upload completes, so a crashed writer leaves no partial file. Credentials come
+    from the AWS SDK's default chain, as for the warehouse.
+    """
+    conf = {
+        "spark.sql.streaming.checkpointFileManagerClass": CHECKPOINT_FILE_MANAGER,
+        "spark.hadoop.fs.s3a.aws.credentials.provider": AWS_DEFAULT_CREDENTIALS,
+        "spark.hadoop.fs.s3a.endpoint.region": settings.s3_region,
+    }
+    if settings.iceberg_s3_endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = settings.iceberg_s3_endpoint
+        conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
+            settings.iceberg_s3_endpoint.startswith("https")
+        ).lower()
     return conf
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlparse
 
 from cdc_iceberg.checks import TableStats
 from cdc_iceberg.schema import (
@@ -22,15 +23,42 @@ from cdc_iceberg.settings import Settings
 
 
 def catalog(settings: Settings) -> Any:
-    """The pyiceberg catalog of the settings (the one Spark writes through JDBC)."""
+    """The pyiceberg catalog of the settings, the one Spark writes: ``SqlCatalog`` on the
+    JDBC catalog's database (ICEBERG_CATALOG_TYPE=jdbc) or ``RestCatalog`` on the REST
+    catalog server (rest). Every pyiceberg catalog of the product is built here."""
+    settings.ensure_local_dirs()
+    if settings.iceberg_catalog_type == "rest":
+        from pyiceberg.catalog.rest import RestCatalog
+
+        return RestCatalog(
+            settings.iceberg_catalog_name,
+            uri=settings.iceberg_catalog_uri,
+            warehouse=settings.iceberg_warehouse,
+            **file_io_properties(settings),
+        )
     from pyiceberg.catalog.sql import SqlCatalog
 
-    settings.ensure_local_dirs()
     return SqlCatalog(
         settings.iceberg_catalog_name,
         uri=settings.iceberg_catalog_uri,
         warehouse=settings.iceberg_warehouse,
+        **file_io_properties(settings),
     )
+
+
+def file_io_properties(settings: Settings) -> dict[str, str]:
+    """pyiceberg's FileIO properties for an ``s3://`` warehouse (pyarrow's S3 file system).
+
+    The same store, region and addressing as Spark's S3FileIO (spark_conf). Credentials
+    are left to pyarrow's AWS SDK, which reads them from the environment.
+    """
+    if urlparse(settings.iceberg_warehouse).scheme not in ("s3", "s3a"):
+        return {}
+    properties = {"s3.region": settings.s3_region}
+    if settings.iceberg_s3_endpoint:
+        properties["s3.endpoint"] = settings.iceberg_s3_endpoint
+        properties["s3.force-virtual-addressing"] = "false"  # path-style, as for Spark
+    return properties
 
 
 def table_exists(settings: Settings, table: str | None = None) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from reference_fold import ARTICLES, FoldTable, Record
 
+from cdc_iceberg import table_state
 from cdc_iceberg.generator import Message, produce
 from cdc_iceberg.kafka_offsets import ensure_topic
 from cdc_iceberg.settings import PROJECT_ROOT, Settings
@@ -29,13 +30,8 @@ def send(
 
 
 def catalog(settings: Settings) -> Any:
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    return SqlCatalog(
-        settings.iceberg_catalog_name,
-        uri=settings.iceberg_catalog_uri,
-        warehouse=settings.iceberg_warehouse,
-    )
+    """The pyiceberg catalog of the settings (SQL or REST, as ICEBERG_CATALOG_TYPE says)."""
+    return table_state.catalog(settings)
 
 
 def read_rows(settings: Settings, table: str | None = None) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 from articles import ARTICLE_KEY
 
-from cdc_iceberg import kafka_offsets, pipelines
+from cdc_iceberg import kafka_offsets, pipelines, table_state
 from cdc_iceberg.local.connect import (
     ConnectWorker,
     PostgresSource,
@@ -220,12 +220,7 @@ class Capture:
         return sorted(types), by_key
 
     def _catalog(self) -> Any:
-        from pyiceberg.catalog.sql import SqlCatalog
-
-        s = self.settings
-        return SqlCatalog(
-            s.iceberg_catalog_name, uri=s.iceberg_catalog_uri, warehouse=s.iceberg_warehouse
-        )
+        return table_state.catalog(self.settings)
 
     def iceberg_rows(self) -> tuple[list[str], dict[str, dict[str, Any]]]:
         table = self._catalog().load_table(self.settings.iceberg_table)
@@ -941,8 +936,6 @@ def _table_differences(
     of any type match. The Iceberg table must hold exactly ``key`` and ``comparison``'s
     columns besides the job's own.
     """
-    from pyiceberg.catalog.sql import SqlCatalog
-
     plain_key = [k for k in key if k not in comparison]
     select = ", ".join([*plain_key, *(f"{expr} AS {c}" for c, (expr, _, _) in comparison.items())])
 
@@ -954,12 +947,7 @@ def _table_differences(
         return out
 
     expected = keyed(postgres.query(f"SELECT {select} FROM {table}", database=database), 1)
-    catalog = SqlCatalog(
-        settings.iceberg_catalog_name,
-        uri=settings.iceberg_catalog_uri,
-        warehouse=settings.iceberg_warehouse,
-    )
-    iceberg = catalog.load_table(settings.iceberg_table)
+    iceberg = table_state.catalog(settings).load_table(settings.iceberg_table)
     actual = keyed(iceberg.scan().to_arrow().to_pylist(), 2)
     columns = {f.name for f in iceberg.schema().fields} - RESERVED
     problems = []
@@ -1086,13 +1074,7 @@ def test_composite_keys_and_every_type_match_postgres(
 
 
 def _dlq(settings: Settings) -> list[dict[str, Any]]:
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    catalog = SqlCatalog(
-        settings.iceberg_catalog_name,
-        uri=settings.iceberg_catalog_uri,
-        warehouse=settings.iceberg_warehouse,
-    )
+    catalog = table_state.catalog(settings)
     if not catalog.table_exists(settings.iceberg_dlq_table):
         return []
     table = catalog.load_table(settings.iceberg_dlq_table)
