@@ -36,7 +36,7 @@ from jobs.checkpoint import (
     CheckpointInUseError,
     CheckpointLock,
     set_aside_corrupt_checkpoint,
-    set_aside_uncommitted_batch,
+    set_aside_uncommitted_remote_batch,
 )
 from jobs.session import build_session
 
@@ -167,7 +167,7 @@ def drain(
             # deleted): the drain then resumes from the table's offsets, as for a lost one
             set_aside_corrupt_checkpoint(checkpoint)
         if checkpoint_exists(checkpoint):
-            set_aside_uncommitted_batch(checkpoint)
+            set_aside_uncommitted_remote_batch(spark, checkpoint)
             needed = checkpoint_offsets(checkpoint, settings.kafka_topic)
             # the table may be ahead of the checkpoint (crash before the checkpoint commit)
             needed = {p: max(o, table_offsets.get(p, o)) for p, o in needed.items()}

@@ -157,3 +157,56 @@ def set_aside_uncommitted_batch(location: str) -> list[str]:
             ", ".join(moved),
         )
     return moved
+
+
+def set_aside_uncommitted_remote_batch(spark: SparkSession, location: str) -> list[str]:
+    """:func:`set_aside_uncommitted_batch` for a checkpoint on an object store or HDFS.
+
+    Read and renamed through Hadoop's file system (an ``s3a://`` rename copies the
+    small file). A checkpoint that committed nothing yet is renamed aside whole,
+    ``<name>.corrupt-<time>``, as a local one is: Spark would refuse its leftovers.
+    """
+    if is_local(location):
+        return set_aside_uncommitted_batch(location)
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    path = jvm.org.apache.hadoop.fs.Path
+    root = path(location.rstrip("/"))
+    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+    offsets, commits = path(root, "offsets"), path(root, "commits")
+
+    def batches(directory: Any) -> set[int]:
+        if not fs.exists(directory):
+            return set()
+        names = [status.getPath().getName() for status in fs.listStatus(directory)]
+        return {int(name) for name in names if name.isdigit()}
+
+    planned = batches(offsets)
+    if not planned:
+        return []
+    committed = batches(commits)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    if not committed:
+        target = path(root.getParent(), f"{root.getName()}.corrupt-{stamp}")
+        if not fs.rename(root, target):
+            raise OSError(f"could not move checkpoint {location} aside to {target}")
+        log.warning(
+            "checkpoint %s: batch %s was planned but never committed, and nothing before it: "
+            "moved to %s; starting from the offsets the table records",
+            location,
+            ", ".join(map(str, sorted(planned))),
+            target,
+        )
+        return [str(n) for n in sorted(planned)]
+    moved = []
+    for batch in sorted(n for n in planned if n > max(committed)):
+        target = path(offsets, f".{batch}.uncommitted-{stamp}")
+        if not fs.rename(path(offsets, str(batch)), target):
+            raise OSError(f"could not move {location}/offsets/{batch} aside")
+        moved.append(str(batch))
+    if moved:
+        log.warning(
+            "checkpoint %s: batch %s was planned but never committed; planning it again",
+            location,
+            ", ".join(moved),
+        )
+    return moved
