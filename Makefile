@@ -38,6 +38,7 @@ JARS := build/jars
 STAMP_PY := $(VENV)/.installed
 STAMP_SPARK := $(JARS)/spark/.fetched
 STAMP_KAFKA := $(JARS)/kafka/.fetched
+STAMP_REST := $(JARS)/rest-catalog/.fetched
 STAMP_APT := build/.system-packages
 
 .PHONY: setup jars class-archive system-packages kafka-up kafka-down drain generate airflow-init demo \
@@ -55,7 +56,7 @@ $(STAMP_PY): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-jars: $(STAMP_SPARK) $(STAMP_KAFKA) connect-jars
+jars: $(STAMP_SPARK) $(STAMP_KAFKA) $(STAMP_REST) connect-jars
 
 $(STAMP_SPARK): jvm/spark/pom.xml
 	rm -rf $(JARS)/spark
@@ -67,6 +68,13 @@ $(STAMP_KAFKA): jvm/kafka/pom.xml
 	rm -rf $(JARS)/kafka
 	$(MVN) -f jvm/kafka/pom.xml dependency:copy-dependencies \
 	  -DoutputDirectory=$(ROOT)/$(JARS)/kafka -DincludeScope=runtime
+	touch $@
+
+# Iceberg's REST catalog server (cdc_iceberg/local/rest_catalog.py runs it)
+$(STAMP_REST): jvm/rest-catalog/pom.xml
+	rm -rf $(JARS)/rest-catalog
+	$(MVN) -f jvm/rest-catalog/pom.xml dependency:copy-dependencies \
+	  -DoutputDirectory=$(ROOT)/$(JARS)/rest-catalog -DincludeScope=runtime
 	touch $@
 
 # the local Spark driver's class-data archive (named and found by cdc_iceberg/class_archive.py,
