@@ -263,7 +263,17 @@ def commit_group_offsets(
         TopicPartition(settings.kafka_topic, p): OffsetAndMetadata(int(o), "", -1)
         for p, o in offsets.items()
     }
-    errors = _retrying(lambda client: client.alter_group_offsets(group, payload), settings)
+
+    def commit(client: Any) -> dict[Any, Any]:
+        errors = client.alter_group_offsets(group, payload)
+        for error in errors.values():
+            # the group's coordinator moved (its broker died) or is being loaded: the
+            # broker answers per partition instead of failing the request; ask again
+            if error.__name__ != "NoError" and getattr(error, "retriable", False):
+                raise error()
+        return dict(errors)
+
+    errors = _retrying(commit, settings)
     failed = {tp.partition: err for tp, err in errors.items() if err.__name__ != "NoError"}
     if failed:
         raise RuntimeError(f"committing offsets to group {group!r} failed: {failed}")
@@ -304,10 +314,10 @@ def ensure_topic(
     settings: Settings,
     partitions: int = 3,
     configs: Mapping[str, str] | None = None,
-    replication: int = 1,
+    replication: int = -1,
 ) -> None:
     """Create the topic if it does not exist (local stack and tests), with ``replication``
-    copies of each partition."""
+    copies of each partition (-1: the brokers' ``default.replication.factor``)."""
     from kafka.errors import TopicAlreadyExistsError
 
     with admin(settings) as client, contextlib.suppress(TopicAlreadyExistsError):

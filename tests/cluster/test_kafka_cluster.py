@@ -29,7 +29,7 @@ from cdc_iceberg.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-PARTITIONS = 2
+PARTITIONS = 3  # each broker leads one
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,25 @@ def partition_state(settings: Settings) -> dict[int, tuple[int, list[int]]]:
     return {
         p["partition_index"]: (p["leader_id"], sorted(p["isr_nodes"])) for p in topic["partitions"]
     }
+
+
+def group_coordinator(settings: Settings) -> int:
+    """The broker coordinating the pipeline's consumer group: the leader of the partition
+    of ``__consumer_offsets`` that Kafka hashes the group to (Java's String.hashCode,
+    over the 4 partitions the cluster's brokers configure)."""
+    code = 0
+    for char in settings.kafka_consumer_group:
+        code = (31 * code + ord(char)) & 0xFFFFFFFF
+    partition = (code & 0x7FFFFFFF) % 4
+    deadline = time.monotonic() + 60
+    while True:  # the topic is made with the cluster's first committed group offsets
+        with kafka_offsets.admin(settings) as client:
+            (topic,) = client.describe_topics(["__consumer_offsets"])
+        leaders = [p["leader_id"] for p in topic["partitions"] if p["partition_index"] == partition]
+        if leaders and leaders[0] >= 0:
+            return int(leaders[0])
+        assert time.monotonic() < deadline, f"no coordinator for the group: {topic}"
+        time.sleep(1)
 
 
 def wait_in_sync(settings: Settings, replicas: int, timeout: float = 120) -> None:
@@ -98,15 +117,26 @@ def test_a_broker_killed_mid_drain_and_leadership_moved_keep_the_table_exact(
     )
     kafka_offsets.ensure_topic(settings, partitions=PARTITIONS, replication=3)
     assert [len(isr) for _, isr in partition_state(settings).values()] == [3] * PARTITIONS
-    records = history(settings, seed=5, events=450)
+    records = history(settings, seed=5, events=600)
 
-    # a broker that leads a partition dies (kill -9) while the drain runs
-    leader, _ = partition_state(settings)[0]
-    victim = cluster.broker(leader)
-    before = snapshot_ids(settings)
-    drain_through(settings, victim.kill)
-    moved, isr = partition_state(settings)[0]
-    assert moved != leader and leader not in isr, "partition 0 was led by the killed broker"
+    # the broker coordinating the drain's consumer group, and leading a partition of its
+    # topic, dies (kill -9) while the drain runs
+    job_started = start_job(settings)
+    try:
+        assert_still_running(job_started, wait_for_batches(job_started, 2))
+        victim_id = group_coordinator(settings)
+        led = [p for p, (leader, _) in partition_state(settings).items() if leader == victim_id]
+        assert led, f"broker {victim_id} leads no partition: {partition_state(settings)}"
+        victim = cluster.broker(victim_id)
+        before = snapshot_ids(settings)
+        victim.kill()
+        result = wait_job(job_started, timeout=900)
+    except BaseException:
+        kill_job(job_started)
+        raise
+    assert result.returncode == 0, describe(result)
+    assert all(partition_state(settings)[p][0] != victim_id for p in led)
+    assert group_coordinator(settings) != victim_id
     check_invariants(settings, records, before)
 
     # the broker comes back; leadership moves back to it while the next drain runs
@@ -115,5 +145,7 @@ def test_a_broker_killed_mid_drain_and_leadership_moved_keep_the_table_exact(
     wait_in_sync(settings, 3)
     records += history(settings, seed=6, events=300)
     drain_through(settings, lambda: elect_preferred_leaders(settings))
-    assert partition_state(settings)[0][0] == leader, "the election moved partition 0 back"
+    assert [partition_state(settings)[p][0] for p in led] == [victim_id] * len(led), (
+        "the election moved the partition back to its preferred leader"
+    )
     check_invariants(settings, records, before)
