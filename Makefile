@@ -11,6 +11,23 @@ MVN ?= mvn -q -B
 ROOT := $(abspath .)
 LOCAL := $(ROOT)/.local
 
+# CLUSTER=1: the production-shaped topology, each part a local process on 127.0.0.1
+# (README, "Running on a cluster"): three Kafka brokers, a Spark master with two workers,
+# an S3 object store for the warehouse and the checkpoint, the catalog on Postgres.
+ifdef CLUSTER
+export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096
+export SPARK_MASTER ?= spark://127.0.0.1:7077
+export AIRFLOW_CONN_SPARK_DEFAULT ?= {"conn_type": "spark", "host": "spark://127.0.0.1", "port": 7077}
+export ICEBERG_S3_ENDPOINT ?= http://127.0.0.1:9000
+export ICEBERG_WAREHOUSE ?= s3://lakehouse/warehouse
+export CHECKPOINT_LOCATION ?= s3a://lakehouse/checkpoints/cdc_to_iceberg
+export ICEBERG_CATALOG_URI ?= postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/iceberg
+# the local store takes any key pair; against a real store, set your own
+export AWS_ACCESS_KEY_ID ?= local-demo
+export AWS_SECRET_ACCESS_KEY ?= local-demo-secret
+KAFKA_NODES := --brokers 3
+endif
+
 # Local defaults; any of them can be overridden from the environment.
 export KAFKA_BOOTSTRAP_SERVERS ?= localhost:9092
 export KAFKA_TOPIC ?= neuronews.public.articles
@@ -41,7 +58,8 @@ STAMP_KAFKA := $(JARS)/kafka/.fetched
 STAMP_REST := $(JARS)/rest-catalog/.fetched
 STAMP_APT := build/.system-packages
 
-.PHONY: setup jars class-archive system-packages kafka-up kafka-down drain generate airflow-init demo \
+.PHONY: setup jars class-archive system-packages kafka-up kafka-down cluster-up cluster-down \
+        drain generate airflow-init demo \
         test test-faults lint clean airflow-ui maintain status dlq-replay bench bench-full
 
 setup: $(STAMP_APT) $(STAMP_PY) jars class-archive
@@ -84,10 +102,20 @@ class-archive: $(STAMP_PY) jars
 	$(PY) -m jobs.class_archive_build
 
 kafka-up: setup
-	$(PY) -m cdc_iceberg.local.kafka_broker up
+	$(PY) -m cdc_iceberg.local.kafka_broker up $(KAFKA_NODES)
 
 kafka-down:
-	@if [ -x $(PY) ]; then $(PY) -m cdc_iceberg.local.kafka_broker down; fi
+	@if [ -x $(PY) ]; then $(PY) -m cdc_iceberg.local.kafka_broker down $(KAFKA_NODES); fi
+
+# CLUSTER=1's other parts: the catalog's Postgres database, the object store, Spark
+cluster-up: setup
+	PGDATABASE=iceberg $(PY) -m cdc_iceberg.local.postgres up
+	$(PY) -m cdc_iceberg.local.object_store up
+	$(PY) -m cdc_iceberg.local.spark_cluster up
+
+cluster-down:
+	@if [ -x $(PY) ]; then $(PY) -m cdc_iceberg.local.spark_cluster down; \
+	  $(PY) -m cdc_iceberg.local.object_store down; $(PY) -m cdc_iceberg.local.postgres down; fi
 
 generate: kafka-up
 	$(PY) -m cdc_iceberg.generator --events $${EVENTS:-5000} --keys $${KEYS:-500} --seed $${SEED:-7}
@@ -117,7 +145,7 @@ airflow-init: setup
 # SOURCE=postgres: real SQL changes captured by Debezium instead of generated events
 SOURCE ?= generator
 export SOURCE
-demo: setup kafka-up airflow-init $(if $(filter postgres,$(SOURCE)),cdc-up)
+demo: setup kafka-up $(if $(CLUSTER),cluster-up) airflow-init $(if $(filter postgres,$(SOURCE)),cdc-up)
 	$(PY) -m cdc_iceberg.demo
 
 airflow-ui: airflow-init kafka-up

@@ -54,9 +54,10 @@ def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     try:
         yield env
     finally:
-        for target in ("cdc-down", "kafka-down"):
+        flags = env.get("DEMO_MAKE_FLAGS", "").split()
+        for target in ("cdc-down", "kafka-down", *(["cluster-down"] if flags else [])):
             subprocess.run(
-                ["make", "--no-print-directory", target],
+                ["make", "--no-print-directory", target, *flags],
                 cwd=PROJECT_ROOT,
                 env=env,
                 capture_output=True,
@@ -90,9 +91,9 @@ def _topic_records(settings: Settings, topic: str) -> list[Record]:
     return records
 
 
-def _run_demo(env: dict[str, str], source: str) -> str:
+def _run_demo(env: dict[str, str], source: str, *extra: str) -> str:
     result = subprocess.run(
-        ["make", "--no-print-directory", "demo", f"SOURCE={source}"],
+        ["make", "--no-print-directory", "demo", f"SOURCE={source}", *extra],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
@@ -130,3 +131,46 @@ def test_make_demo_on_postgres_mirrors_three_tables(demo_env: dict[str, str]) ->
         # "== neuronews.<table>: N rows in Iceberg, N in Postgres"
         in_iceberg, in_postgres = line.split(": ", 1)[1].split(" rows in Iceberg, ")
         assert in_iceberg == in_postgres.removesuffix(" in Postgres"), line
+
+
+@pytest.mark.faults
+def test_make_demo_on_the_cluster_profile(
+    demo_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make demo CLUSTER=1``: three brokers, a Spark master with two workers, the
+    warehouse and checkpoint on S3, the catalog on Postgres, each on ports of its own."""
+    brokers = ",".join(f"127.0.0.1:{free_port_pair()}" for _ in range(3))
+    master = free_port_pair()
+    pg_port = demo_env["PGPORT"]
+    cluster = {
+        "DEMO_MAKE_FLAGS": "CLUSTER=1",
+        "KAFKA_BOOTSTRAP_SERVERS": brokers,
+        "SPARK_MASTER": f"spark://127.0.0.1:{master}",
+        "AIRFLOW_CONN_SPARK_DEFAULT": (
+            f'{{"conn_type": "spark", "host": "spark://127.0.0.1", "port": {master}}}'
+        ),
+        "SPARK_CLUSTER_DATA_DIR": str(tmp_path / "spark-cluster"),
+        "ICEBERG_S3_ENDPOINT": f"http://127.0.0.1:{free_port_pair()}",
+        "OBJECT_STORE_DATA_DIR": str(tmp_path / "object-store"),
+        "ICEBERG_CATALOG_URI": (
+            f"postgresql+psycopg2://postgres:postgres@127.0.0.1:{pg_port}/iceberg"
+        ),
+        "AWS_ACCESS_KEY_ID": "demo-test",
+        "AWS_SECRET_ACCESS_KEY": "demo-test-secret",
+    }
+    demo_env.update(cluster)
+    for name in ("ICEBERG_WAREHOUSE", "CHECKPOINT_LOCATION"):
+        demo_env.pop(name)  # the profile's: s3:// and s3a://
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, cluster[name])  # pyiceberg reads the table through S3
+    output = _run_demo(demo_env, "generator", "CLUSTER=1")
+    assert (
+        f"--master spark://127.0.0.1:{master}"
+        in (Path(demo_env["AIRFLOW_HOME"]) / "demo-dag-test.log").read_text()
+    )
+    # read back through the Postgres catalog and S3, as the profile wrote it
+    _assert_articles_right({**demo_env, "ICEBERG_WAREHOUSE": "s3://lakehouse/warehouse"}, output)
+    # the tasks ran in the two workers' executors
+    apps = sorted((tmp_path / "spark-cluster").glob("worker-*/work/app-*"))
+    assert len({p.parent.parent for p in apps}) == 2, apps
+    assert "demo-test-secret" not in output

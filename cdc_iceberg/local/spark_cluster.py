@@ -42,6 +42,7 @@ from cdc_iceberg.settings import PROJECT_ROOT
 
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".local" / "spark-cluster"
 DEFAULT_MASTER_PORT = 7077
+AWS_ENVIRONMENT = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION")
 DEFAULT_MASTER_WEBUI_PORT = 8080
 _STATE_FILE = "cluster.json"
 
@@ -171,6 +172,11 @@ class SparkCluster:
         }
         if os.environ.get("JAVA_HOME"):
             env["JAVA_HOME"] = os.environ["JAVA_HOME"]
+        # the machines' own S3 credentials (a cluster's would be an instance role): the
+        # executors' AWS SDK finds them in their environment, never in Spark's configuration
+        for name in AWS_ENVIRONMENT:
+            if os.environ.get(name):
+                env[name] = os.environ[name]
         return env
 
     def _launch(self, name: str, main: str, *args: str, env: dict[str, str] | None = None) -> None:
@@ -408,7 +414,7 @@ def cluster_from_env(data_dir: Path | None = None, workers: int = 2) -> SparkClu
     """The CLI's cluster: the one recorded in the data dir, else one on ``SPARK_MASTER``'s port."""
     from cdc_iceberg.settings import Settings
 
-    directory = data_dir or DEFAULT_DATA_DIR
+    directory = data_dir or Path(os.environ.get("SPARK_CLUSTER_DATA_DIR") or DEFAULT_DATA_DIR)
     recorded = SparkCluster.load(directory)
     if recorded is not None and recorded.pids:
         return recorded
@@ -431,7 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--workers", type=int, default=2, help="workers to start (up)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="default .local/spark-cluster")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="default $SPARK_CLUSTER_DATA_DIR, else .local/spark-cluster",
+    )
     args = parser.parse_args(argv)
     cluster = cluster_from_env(args.data_dir, args.workers)
     if args.command == "up":

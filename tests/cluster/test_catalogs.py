@@ -193,6 +193,7 @@ def test_a_drain_on_the_catalog_equals_the_fold_airflow_reads_it_and_a_lost_chec
     assert_no_secret(role_password, *logs)
 
 
+@pytest.mark.faults  # long: make test-faults
 def test_two_tables_drained_at_once_commit_concurrently_to_the_catalog(
     shared: Settings, role_password: str, work_dir: Path
 ) -> None:

@@ -156,6 +156,7 @@ def test_drain_to_object_store_equals_the_fold_and_a_rerun_changes_nothing(
     assert_rerun_changes_nothing(on_s3, rerun)
 
 
+@pytest.mark.faults  # long: make test-faults
 def test_driver_killed_mid_drain_then_a_rerun_is_exact(
     on_s3: Settings, object_store: ObjectStore, logs: Path
 ) -> None:
@@ -182,6 +183,7 @@ def test_driver_killed_mid_drain_then_a_rerun_is_exact(
     assert counts["committed_records"] == len(records)
 
 
+@pytest.mark.faults  # long: make test-faults
 def test_lost_checkpoint_resumes_from_the_table(
     on_s3: Settings, object_store: ObjectStore, logs: Path
 ) -> None:
