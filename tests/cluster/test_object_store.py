@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from harness import describe, keep_output, kill_job, run_job, start_job
-from infra import assert_still_running, own_pipeline, wait_for_batches
+from infra import assert_still_running, free_port_pair, own_pipeline, wait_for_batches
 from invariants import assert_rerun_changes_nothing, check_invariants, snapshot_ids
 from reference_fold import Record
 from support import send
@@ -72,8 +72,6 @@ def object_store(work_dir: Path, logs: Path) -> Iterator[ObjectStore]:
     module keeps a Spark event log and logs its S3 clients at DEBUG, for
     :func:`test_no_log_or_output_holds_the_secret_key`.
     """
-    from conftest import free_port
-
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SPARK_CONF_DIR", str(_spark_conf_dir(logs)))
         patch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
@@ -81,7 +79,7 @@ def object_store(work_dir: Path, logs: Path) -> Iterator[ObjectStore]:
         patch.setenv("AWS_REGION", "us-east-1")
         patch.delenv("AWS_SESSION_TOKEN", raising=False)
         patch.delenv("AWS_PROFILE", raising=False)
-        store = ObjectStore(data_dir=work_dir / "object-store", port=free_port())
+        store = ObjectStore(data_dir=work_dir / "object-store", port=free_port_pair())
         try:
             store.start()
             store.create_bucket(BUCKET)

@@ -24,9 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
 from harness import batch_lines, describe, kill_job, run_job, start_job, wait_job
-from infra import assert_still_running, own_pipeline, settle, wait_for_batches
+from infra import (
+    assert_still_running,
+    free_port_pair,
+    own_pipeline,
+    settle,
+    wait_for_batches,
+)
 from invariants import check_invariants, snapshot_ids
 from reference_fold import Record
 from support import send
@@ -57,7 +62,7 @@ def cluster_cli(command: str, data_dir: Path, master: str) -> subprocess.Complet
 def cluster(work_dir: Path) -> Iterator[SparkCluster]:
     """The cluster, brought up and down with the command line a user runs."""
     data_dir = work_dir / "spark-cluster"
-    master = f"spark://127.0.0.1:{free_port()}"
+    master = f"spark://127.0.0.1:{free_port_pair()}"
     nodes: SparkCluster | None = None
     try:
         up = cluster_cli("up", data_dir, master)
