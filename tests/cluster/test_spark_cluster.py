@@ -196,6 +196,7 @@ def test_drain_runs_in_the_workers_and_a_worker_killed_mid_batch_keeps_it_exact(
     print(f"worker killed mid-batch: {counts}")
 
 
+@pytest.mark.faults  # long: make test-faults (local[*] has both in make test)
 def test_driver_killed_mid_drain_then_lost_checkpoint_resume_exactly(
     cluster: SparkCluster, pipeline: Settings
 ) -> None:
