@@ -18,6 +18,8 @@ The live table carries them plus the sequence that orders changes of one key,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 SEQUENCE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ts_ms", "bigint"),
     ("lsn", "bigint"),
@@ -45,6 +47,17 @@ SEQUENCE_ORDERS: dict[str, tuple[str, ...]] = {
 # table property recording the order a table was built with
 SEQUENCE_PROPERTY = "cdc.sequence-order"
 RESERVED = {name for name, _ in METADATA_COLUMNS}
+
+# the tombstone table's column holding the row a primary-key change's delete removed:
+# the other columns and the version's sequence (jobs.transforms.key_change_images)
+IMAGE = "image"
+
+
+def image_type(columns: Sequence[tuple[str, str]], *, key: Sequence[str]) -> str:
+    """The Spark SQL type of the tombstone table's ``image``, for a table's columns."""
+    fields = [(n, t) for n, t in columns if n not in key] + list(SEQUENCE_COLUMNS)
+    return "struct<" + ", ".join(f"`{n}`: {t}" for n, t in fields) + ">"
+
 
 DLQ_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pipeline_id", "string"),

@@ -118,7 +118,18 @@ def _offset_filter(committed: dict[int, int]) -> Any:
 # what a dead letter keeps of its Kafka record
 _DEAD_RAW = ("_kafka_topic", "_kafka_timestamp", "_kafka_key", "_kafka_value", "_problem")
 # what the one pass adds up per Kafka partition (each as ``_t_<name>``)
-_SUMS = ("n", "fresh", "tomb", "dead", "valid", "deletes", "truncates", "toast", "toast_creates")
+_SUMS = (
+    "n",
+    "fresh",
+    "tomb",
+    "dead",
+    "valid",
+    "deletes",
+    "moved",
+    "truncates",
+    "toast",
+    "toast_creates",
+)
 
 
 def _sequence_sql(values: tuple[Any, ...], order: tuple[str, ...]) -> list[str]:
@@ -151,6 +162,8 @@ class _Scan:
     truncate_seq: tuple[Any, ...] | None
     toast: int
     toast_creates: int
+    # deletes of primary-key changes (their tombstones keep the row's last version)
+    moved: int
     # the columns the batch's changes left unavailable (TOAST)
     unavailable: frozenset[str]
 
@@ -399,6 +412,7 @@ class BatchWriter:
             truncate_seq=newest_truncate,
             toast=whole("toast"),
             toast_creates=whole("toast_creates"),
+            moved=whole("moved"),
             unavailable=frozenset(c for r in rows for c in r["unavailable"] or []),
         )
 
@@ -524,7 +538,8 @@ class BatchWriter:
         key_change_toast = bool(scan.toast_creates) and "headers" in batch.columns
         history = tables.history is not None and bool(scan.valid) and not self.dry_run
         versions = None
-        if truncate_seq is not None or key_change_toast or history:
+        images = None
+        if truncate_seq is not None or key_change_toast or scan.moved or history:
             # these need the single changes, not the newest per key: cache the typed batch
             events = typed.persist()
             cached.append(events)
@@ -538,17 +553,31 @@ class BatchWriter:
                 valid.select(*self.key).createOrReplaceTempView("cdc_batch_keys")
                 after = F.expr(f"struct({', '.join(_sequence_sql(truncate_seq, order))})")
                 valid = valid.where(transforms.sequence(order=order) > after)
+            stored = None
+            if key_change_toast or scan.moved:
+                stored = transforms.stored_versions(
+                    self.spark.table(tables.live),
+                    self.spark.table(tables.tombstones),
+                    data_columns,
+                    key=self.key,
+                )
             if key_change_toast:
                 # a key change whose create lacks TOASTed values: take them from the old key
                 key_types = [(c.name, c.spark_type) for c in tables.model.key_columns]
                 valid = transforms.fill_from_old_key(
                     valid,
                     transforms.old_keys(batch, key_types),
-                    self.spark.sql(f"SELECT * FROM {tables.live}"),
+                    stored,
                     data_columns,
                     order,
                     key=self.key,
                 ).localCheckpoint()  # materialized: the MERGE must not re-read its own table
+            if scan.moved and not self.dry_run:
+                # the rows whose key changes: their tombstones keep them for the new key's
+                # create, which another partition may bring in a later batch
+                images = transforms.key_change_images(
+                    valid, stored, data_columns, order, key=self.key
+                ).localCheckpoint()
             collapsed = transforms.collapse_newest(valid, data_columns, order, key=self.key)
         else:
             collapsed = self._newest(partials, data_columns)
@@ -620,8 +649,20 @@ class BatchWriter:
             collapsed.createOrReplaceTempView("cdc_collapsed")
             if scan.deletes:
                 # deletes are remembered first: a crash before the live MERGE replays both
+                deletes = "cdc_collapsed"
+                if images is not None:
+                    self._remembered_deletes(collapsed, images).createOrReplaceTempView(
+                        "cdc_deletes"
+                    )
+                    deletes = "cdc_deletes"
                 tables.run_retrying(
-                    append_tombstones_sql(tables.tombstones, "cdc_collapsed", order, key=self.key)
+                    append_tombstones_sql(
+                        tables.tombstones,
+                        deletes,
+                        order,
+                        key=self.key,
+                        images=images is not None,
+                    )
                 )
                 STEPS.mark("append-tombstones")
             if key_count:
@@ -652,6 +693,29 @@ class BatchWriter:
         metrics.stale = key_count - metrics.inserted - metrics.updated - metrics.deleted
         self.progress = merged_end
         failpoint(settings, "after_iceberg_commit", batch_id)
+
+    def _remembered_deletes(self, collapsed: DataFrame, images: DataFrame) -> DataFrame:
+        """The batch's deletes to remember: the newest change of each key that is a delete,
+        and every key change's delete, with the image of the row it removed."""
+        from pyspark.sql import functions as F
+
+        from jobs.transforms import IMAGE
+
+        same = [*self.key, *SEQUENCE]
+        plain = collapsed.where(F.col("cdc_op") == "d").select(*same, "cdc_op")
+        # an INSERT matches struct fields by position: the image as the table orders its
+        # fields (a column added later comes after the sequence)
+        stored = self.spark.table(self.tables.tombstones).schema[IMAGE].dataType
+        image = F.struct(*[F.col(f"{IMAGE}.`{f}`").alias(f) for f in stored.fieldNames()])
+        images = images.withColumn(IMAGE, image)
+        # both descend from the batch's changes: named apart, or Spark cannot tell them apart
+        match = [F.col(f"p.`{c}`").eqNullSafe(F.col(f"i.`{c}`")) for c in same]
+        return (
+            plain.alias("p")
+            .join(images.alias("i"), match, "left_anti")
+            .withColumn(IMAGE, F.lit(None).cast(images.schema[IMAGE].dataType))
+            .unionByName(images)
+        )
 
     def _pre_metrics(self, metrics: BatchMetrics) -> dict[str, Any]:
         return {
@@ -809,6 +873,7 @@ def _partial_columns(
         "dead": total(dead),
         "valid": total(valid),
         "deletes": total(valid & (F.col("cdc_op") == "d")),
+        "moved": total(valid & (F.col("cdc_op") == "d") & F.col("_kafka_moved")),
         "truncates": total(truncate),
         "truncate_seq": F.max(F.when(truncate, transforms.sequence(order=order))),
         "toast": total(toast),

@@ -42,9 +42,15 @@ def _timestamp(hours_ago: int) -> str:
 
 def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours: int) -> None:
     """Forget deletes past retention, those a newer live row has superseded, and
-    all but the newest of a key's tombstones (the drain appends them)."""
+    all but the newest of a key's tombstones (the drain appends them).
+
+    The delete of a primary-key change keeps its image (the row it removed) for
+    the whole retention: the create of the new key, in another Kafka partition,
+    may come later than a newer version of the old key.
+    """
     from pyspark.sql import functions as F
 
+    from cdc_iceberg.schema import IMAGE
     from jobs.iceberg_tables import key_match, seq_newer
 
     order = tables.settings.sequence
@@ -58,7 +64,7 @@ def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours
     spark.sql(
         f"MERGE INTO {tables.tombstones} t USING {tables.live} l "
         f"ON {key_match('t', 'l', key)} AND {seq_newer('l', 't', order)} "
-        f"WHEN MATCHED THEN DELETE"
+        f"WHEN MATCHED AND t.{IMAGE} IS NULL THEN DELETE"
     )
     # the newest tombstone per key, materialized for the same reason
     newest = (
@@ -75,7 +81,7 @@ def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours
     spark.sql(
         f"MERGE INTO {tables.tombstones} t USING cdc_newest_tombstones n "
         f"ON {key_match('t', 'n', key)} AND {seq_newer('n', 't', order)} "
-        f"WHEN MATCHED THEN DELETE"
+        f"WHEN MATCHED AND t.{IMAGE} IS NULL THEN DELETE"
     )
 
 

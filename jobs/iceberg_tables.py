@@ -19,6 +19,7 @@ from cdc_iceberg.schema import (
     DLQ_COLUMNS,
     DLQ_REPLAY_COLUMNS,
     HISTORY_COLUMNS,
+    IMAGE,
     METADATA_COLUMNS,
     RESERVED,
     SAFE_WIDENING,
@@ -29,6 +30,7 @@ from cdc_iceberg.schema import (
     SUMMARY_PIPELINE,
     SUMMARY_TOPIC,
     SUMMARY_UNAVAILABLE,
+    image_type,
 )
 from cdc_iceberg.settings import Settings, check_identifier
 from cdc_iceberg.table_model import (
@@ -121,11 +123,13 @@ def _columns_sql(columns: Sequence[tuple[str, str]], required: Sequence[str] = (
 
 
 def tombstone_columns(model: TableModel) -> list[tuple[str, str]]:
-    """A remembered delete: the key, its sequence and when it was remembered."""
+    """A remembered delete: the key, its sequence and when it was remembered, and for the
+    delete of a primary-key change the row it removed (``transforms.key_change_images``)."""
     return [
         *[(c.name, c.spark_type) for c in model.key_columns],
         *SEQUENCE_COLUMNS,
         ("deleted_at", "timestamp"),
+        (IMAGE, image_type(model.column_types, key=model.key)),
     ]
 
 
@@ -275,7 +279,12 @@ def merge_live_sql(
 
 
 def append_tombstones_sql(
-    table: str, source: str, order: Sequence[str] = SEQUENCE, *, key: Sequence[str]
+    table: str,
+    source: str,
+    order: Sequence[str] = SEQUENCE,
+    *,
+    key: Sequence[str],
+    images: bool = False,
 ) -> str:
     """Remember the deletes of ``source`` (collapsed changes) with their sequence.
 
@@ -285,10 +294,12 @@ def append_tombstones_sql(
     newest; a tombstone only rejects changes older than itself, so an older
     one changes nothing, and maintenance prunes it (``prune_tombstones``). A
     delete already remembered, or outdated by a remembered one, is not
-    appended again: a replayed batch adds nothing.
+    appended again: a replayed batch adds nothing. With ``images``, ``source``
+    has an ``image`` column too (the row a key change's delete removed).
     """
-    cols = ", ".join((*[f"`{k}`" for k in key], *SEQUENCE, "deleted_at"))
-    values = ", ".join((*[f"s.`{k}`" for k in key], *[f"s.{c}" for c in SEQUENCE]))
+    extra = (IMAGE,) if images else ()
+    cols = ", ".join((*[f"`{k}`" for k in key], *SEQUENCE, *extra, "deleted_at"))
+    values = ", ".join((*[f"s.`{k}`" for k in key], *[f"s.{c}" for c in (*SEQUENCE, *extra)]))
     return (
         f"INSERT INTO {table} ({cols}) SELECT {values}, current_timestamp() "
         f"FROM {source} s LEFT ANTI JOIN {table} x ON {key_match('x', 's', key)} "
@@ -478,6 +489,7 @@ class IcebergTables:
                 self.tombstones, self.model, self.buckets, mode, self.bucket_column
             )
         )
+        self._sync_tombstone_images()
         self.spark.sql(create_dlq_sql(self.dlq))
         self._add_replay_columns()
         if self.history is not None:
@@ -516,6 +528,28 @@ class IcebergTables:
             elif have[name] != live.get(name, have[name]):
                 self.spark.sql(
                     f"ALTER TABLE {self.history} ALTER COLUMN `{name}` TYPE {spark_type}"
+                )
+
+    def _sync_tombstone_images(self) -> None:
+        """The tombstone table's ``image`` takes the live table's columns as they are now
+        (a table made before images existed gains the column): metadata only."""
+        schema = self.java_table(self.tombstones).schema()
+        live = {str(f.name()): str(f.type()) for f in self.java_table().schema().columns()}
+        data = [(n, t) for n, t in self.model.column_types if n not in self.model.key]
+        field = schema.findField(IMAGE)
+        if field is None:
+            wanted = image_type(self.model.column_types, key=self.model.key)
+            self.spark.sql(f"ALTER TABLE {self.tombstones} ADD COLUMN {IMAGE} {wanted}")
+            return
+        have = {str(f.name()): str(f.type()) for f in field.type().asStructType().fields()}
+        for name, spark_type in data:
+            if name not in have:
+                self.spark.sql(
+                    f"ALTER TABLE {self.tombstones} ADD COLUMN {IMAGE}.`{name}` {spark_type}"
+                )
+            elif have[name] != live.get(name, have[name]):
+                self.spark.sql(
+                    f"ALTER TABLE {self.tombstones} ALTER COLUMN {IMAGE}.`{name}` TYPE {spark_type}"
                 )
 
     def _keep_write_mode(self, table: str, mode: str) -> None:
@@ -679,6 +713,7 @@ class IcebergTables:
         )
         self.refresh_model()
         self._sync_history_columns()
+        self._sync_tombstone_images()
 
     def refresh_model(self) -> TableModel:
         """Read the live table's model again (after evolution, or at the start of a batch)."""

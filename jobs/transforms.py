@@ -13,6 +13,7 @@ one of them (a source column with a leading ``_`` is refused by the table model)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cdc_iceberg.debezium_types import TOAST_PLACEHOLDER, ColumnType, placeholder_texts
-from cdc_iceberg.schema import SEQUENCE
+from cdc_iceberg.schema import IMAGE, SEQUENCE
 from cdc_iceberg.table_model import default_codec
 from jobs.debezium_decode import decode
 from jobs.json_text import (
@@ -36,8 +37,12 @@ _Built = TypeVar("_Built")
 
 # Kafka's columns of a record, as the source gives them, and as the parse names them
 KAFKA_RECORD = ("key", "value", "topic", "partition", "offset", "timestamp")
-KAFKA_COLUMNS = tuple(f"_kafka_{name}" for name in KAFKA_RECORD)
+# ... and whether the record is the delete of a primary-key change (its headers say so)
+KAFKA_COLUMNS = (*(f"_kafka_{name}" for name in KAFKA_RECORD), "_kafka_moved")
 VALID_OPS = ("c", "u", "r", "d")
+# Debezium's headers of a primary-key change: the create names the old key, the delete the new
+OLD_KEY_HEADER = "__debezium.oldkey"
+NEW_KEY_HEADER = "__debezium.newkey"
 FLAT_FIELDS = ("__op", "__deleted", "__source_ts_ms", "__lsn", "__ts_ms", "__table", "__db")
 
 
@@ -89,7 +94,9 @@ def parse_events(raw: DataFrame, event_format: str, key: Sequence[str]) -> DataF
     """Decode Debezium records into one row per change, keeping the raw bytes.
 
     Output columns: Kafka's (``_kafka_key``, ``_kafka_value``, ``_kafka_topic``,
-    ``_kafka_partition``, ``_kafka_offset``, ``_kafka_timestamp``), ``_op``,
+    ``_kafka_partition``, ``_kafka_offset``, ``_kafka_timestamp``), ``_kafka_moved``
+    (the record carries the ``__debezium.newkey`` header of a primary-key change's
+    delete; false when ``raw`` has no ``headers``), ``_op``,
     ``ts_ms``, ``lsn``, one column per ``key`` column (its JSON text, from the
     row image or else the Kafka key), ``_row`` (the new row, or the old row of a
     delete, as map<string,string>), ``_schema_json`` (the envelope's schema block
@@ -101,15 +108,26 @@ def parse_events(raw: DataFrame, event_format: str, key: Sequence[str]) -> DataF
     envelope, its payload, source block and row image must be JSON objects with
     unique keys. A Kafka key that is not such an object is not used.
     """
-    return _projected(raw, reused(_parse_projections, event_format, tuple(key)))
+    headers = "headers" in raw.columns
+    return _projected(raw, reused(_parse_projections, event_format, tuple(key), headers))
 
 
-def _parse_projections(event_format: str, key: tuple[str, ...]) -> list[list[Column | str]]:
+def _parse_projections(
+    event_format: str, key: tuple[str, ...], headers: bool
+) -> list[list[Column | str]]:
     """The projections of :func:`parse_events`, one ``select`` each."""
     value_text = F.col("_kafka_value").cast("string")
     key_text = F.col("_kafka_key").cast("string")
+    moved = (
+        F.coalesce(F.exists(F.col("headers"), lambda h: h["key"] == NEW_KEY_HEADER), F.lit(False))
+        if headers
+        else F.lit(False)
+    )
     projections: list[list[Column | str]] = [
-        [F.col(name).alias(f"_kafka_{name}") for name in KAFKA_RECORD]
+        [
+            *[F.col(name).alias(f"_kafka_{name}") for name in KAFKA_RECORD],
+            moved.alias("_kafka_moved"),
+        ]
     ]
     projections += _parse_objects(
         {"_root": value_text, "_key_root": F.when(F.is_valid_utf8(key_text), key_text)}
@@ -510,7 +528,6 @@ def finish_newest(
 
 # -- primary-key changes of rows with TOASTed columns ---------------------------
 
-OLD_KEY_HEADER = "__debezium.oldkey"
 # a typed change's Kafka coordinates
 _COORDINATES = ["kafka_partition", "kafka_offset"]
 
@@ -553,10 +570,106 @@ def old_keys(raw: DataFrame, key: Sequence[tuple[str, str]]) -> DataFrame:
     )
 
 
+def stored_versions(
+    live: DataFrame, tombstones: DataFrame, columns: Sequence[str], *, key: Sequence[str]
+) -> list[DataFrame]:
+    """The versions of rows the tables remember: key, sequence and the other columns.
+
+    The live table's rows, and the images the tombstone table keeps of rows
+    whose key changed (:func:`key_change_images`): the last version of the old
+    key, which the delete of a key change removed from the live table before the
+    create of the new key (in another Kafka partition) may have been applied.
+    Two frames, each joined on its own (a union of the two below a join trips
+    Spark's dynamic partition pruning on a partitioned table).
+    """
+    data = [c for c in columns if c not in key]
+    image = F.col(IMAGE)
+    return [
+        live.select(*key, *SEQUENCE, *data),
+        tombstones.where(image.isNotNull()).select(
+            *key, *[image[c].alias(c) for c in (*SEQUENCE, *data)]
+        ),
+    ]
+
+
+def _values_before(
+    targets: DataFrame,
+    events: DataFrame,
+    stored: Sequence[DataFrame],
+    data: Sequence[str],
+    order: Sequence[str],
+    key: Sequence[str],
+) -> DataFrame:
+    """What a key held just before a point: per target, from the batch and the tables.
+
+    ``targets`` has ``kafka_partition, kafka_offset`` (the target's coordinates),
+    ``_of`` (a key as :func:`_key_struct` makes it) and ``_tseq`` (the point, a
+    :func:`sequence`). Per target: ``_b_<column>``, the newest value the batch's
+    earlier non-delete changes of the key have available, as ``struct(v, s)``
+    (``s`` the change's sequence), or null; ``_bseq``, the newest such change's
+    sequence; ``_stored``, the newest version ``stored`` holds of the key before
+    the point (a struct of the columns), and ``_sseq`` its sequence.
+    """
+    seq = sequence(order=order)
+    donors = events.where(F.col("cdc_op") != "d").select(
+        _key_struct(key).alias("_dkey"),
+        seq.alias("_dseq"),
+        F.col("_unavailable").alias("_dun"),
+        *[F.col(c).alias(f"_d_{c}") for c in data],
+    )
+    points = targets.select(*_COORDINATES, "_of", "_tseq")
+    in_batch = (
+        points.join(
+            donors,
+            (F.col("_dkey") == F.col("_of")) & (F.col("_dseq") < F.col("_tseq")),
+            "left",
+        )
+        .groupBy(*_COORDINATES)
+        .agg(
+            F.max("_dseq").alias("_bseq"),
+            *[
+                F.max_by(
+                    F.struct(F.col(f"_d_{c}").alias("v"), F.col("_dseq").alias("s")),
+                    F.when(
+                        F.col("_dseq").isNotNull() & ~F.array_contains(F.col("_dun"), c),
+                        F.col("_dseq"),
+                    ),
+                ).alias(f"_b_{c}")
+                for c in data
+            ],
+        )
+    )
+    found = []
+    for frame in stored:
+        versions = frame.select(
+            _key_struct(key).alias("_skey"),
+            seq.alias("_vseq"),
+            F.struct(*[F.col(c) for c in data]).alias("_vrow"),
+        )
+        condition = (F.col("_skey") == F.col("_of")) & (F.col("_vseq") < F.col("_tseq"))
+        found.append(points.join(versions, condition).select(*_COORDINATES, "_vseq", "_vrow"))
+    remembered = (
+        functools.reduce(DataFrame.unionByName, found)
+        .groupBy(*_COORDINATES)
+        .agg(F.max_by("_vrow", "_vseq").alias("_stored"), F.max("_vseq").alias("_sseq"))
+    )
+    return targets.join(in_batch, _COORDINATES, "left").join(remembered, _COORDINATES, "left")
+
+
+def _newest_value(column: str) -> tuple[Column, Column]:
+    """Of :func:`_values_before`'s output: the newest value of ``column``, and whether
+    there is one (the batch's, unless the table remembers a newer version)."""
+    batch = F.col(f"_b_{column}")
+    stored = F.col("_stored")
+    batch_wins = batch.isNotNull() & (stored.isNull() | (batch["s"] > F.col("_sseq")))
+    value = F.when(batch_wins, batch["v"]).otherwise(stored[column])
+    return value, batch.isNotNull() | stored.isNotNull()
+
+
 def fill_from_old_key(
     events: DataFrame,
     old: DataFrame,
-    stored: DataFrame,
+    stored: Sequence[DataFrame],
     columns: Sequence[str],
     order: Sequence[str] = SEQUENCE,
     *,
@@ -566,63 +679,30 @@ def fill_from_old_key(
 
     Under Postgres' default replica identity, an unchanged TOASTed column of a
     row whose key changes arrives as the placeholder in the create of the new
-    key, which has no stored value of its own. The value is the old key's: the
-    newest available one among the batch's earlier changes of the old key, else
-    the one ``stored`` (the live table) holds for it. ``events`` are typed
-    valid changes; ``old`` comes from :func:`old_keys`. Other events pass as
-    they are.
+    key, which has no stored value of its own. The value is the old key's
+    newest one before the create: among the batch's earlier changes of the old
+    key (those with the column available) and the versions ``stored`` holds
+    (:func:`stored_versions`). ``events`` are typed valid changes; ``old`` comes
+    from :func:`old_keys`. Other events pass as they are.
     """
     targets = events.join(old, _COORDINATES).where(
         (F.col("cdc_op") == "c") & (F.size("_unavailable") > 0)
     )
     data = [c for c in columns if c not in key]
-    seq = sequence(order=order)
-    donors = events.where(F.col("cdc_op") != "d").select(
-        _key_struct(key).alias("_dkey"),
-        seq.alias("_dseq"),
-        F.col("_unavailable").alias("_dun"),
-        *[F.col(c).alias(f"_d_{c}") for c in data],
-    )
-    in_batch = (
-        targets.select(*_COORDINATES, "_old_key", seq.alias("_tseq"))
-        .join(
-            donors,
-            (F.col("_dkey") == F.col("_old_key")) & (F.col("_dseq") < F.col("_tseq")),
-            "left",
-        )
-        .groupBy(*_COORDINATES)
-        .agg(
-            *[
-                F.max_by(
-                    F.struct(F.col(f"_d_{c}").alias("v")),
-                    F.when(
-                        F.col("_dseq").isNotNull() & ~F.array_contains(F.col("_dun"), c),
-                        F.col("_dseq"),
-                    ),
-                ).alias(f"_b_{c}")
-                for c in data
-            ]
-        )
-    )
-    table = stored.select(
-        _key_struct(key).alias("_lkey"),
-        F.lit(True).alias("_lrow"),
-        *[F.col(c).alias(f"_l_{c}") for c in data],
-    )
-    joined = targets.join(in_batch, _COORDINATES, "left").join(
-        table, F.col("_lkey") == F.col("_old_key"), "left"
+    joined = _values_before(
+        targets.withColumn("_of", F.col("_old_key")).withColumn("_tseq", sequence(order=order)),
+        events,
+        stored,
+        data,
+        order,
+        key,
     )
     values = {}
     still: list[Column] = []
     for c in data:
         wanted = F.array_contains(F.col("_unavailable"), c)
-        from_batch = F.col(f"_b_{c}").isNotNull()
-        found = from_batch | F.col("_lrow").isNotNull()
-        values[c] = (
-            F.when(wanted & from_batch, F.col(f"_b_{c}.v"))
-            .when(wanted & F.col("_lrow").isNotNull(), F.col(f"_l_{c}"))
-            .otherwise(F.col(c))
-        )
+        value, found = _newest_value(c)
+        values[c] = F.when(wanted & found, value).otherwise(F.col(c))
         still.append(F.when(wanted & ~found, F.lit(c)))
     passed = [c for c in events.columns if c != "_unavailable"]
     filled = joined.select(
@@ -631,3 +711,42 @@ def fill_from_old_key(
     )
     rest = events.join(targets.select(*_COORDINATES), _COORDINATES, "left_anti")
     return rest.unionByName(filled.select(*events.columns))
+
+
+def key_change_images(
+    events: DataFrame,
+    stored: Sequence[DataFrame],
+    columns: Sequence[str],
+    order: Sequence[str] = SEQUENCE,
+    *,
+    key: Sequence[str],
+) -> DataFrame:
+    """The last version of each key the batch's primary-key changes delete.
+
+    Debezium sends a key change as a delete of the old key (marked with the
+    ``__debezium.newkey`` header: ``_kafka_moved``) and a create of the new one,
+    in the old and the new key's Kafka partitions. When the delete is applied
+    in an earlier batch than the create, the create's TOAST placeholders must
+    still find the old key's values: the tombstone of such a delete keeps them
+    as its ``image``. Output: the delete's key, sequence and ``cdc_op``, and
+    ``image``, a struct of the other columns and the version's own sequence
+    (columns no change had available stay null); a key of which neither the
+    batch nor ``stored`` has a version gets no image.
+    """
+    data = [c for c in columns if c not in key]
+    seq = sequence(order=order)
+    targets = events.where((F.col("cdc_op") == "d") & F.col("_kafka_moved")).select(
+        *_COORDINATES,
+        *[c for c in (*key, *SEQUENCE) if c not in _COORDINATES],
+        _key_struct(key).alias("_of"),
+        seq.alias("_tseq"),
+    )
+    joined = _values_before(targets, events, stored, data, order, key)
+    version = F.greatest(F.col("_bseq"), F.col("_sseq"))
+    image = F.struct(
+        *[_newest_value(c)[0].alias(c) for c in data],
+        *[version[c].alias(c) for c in SEQUENCE],
+    )
+    return joined.where(version.isNotNull()).select(
+        *key, *SEQUENCE, F.lit("d").alias("cdc_op"), image.alias(IMAGE)
+    )

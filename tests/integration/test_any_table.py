@@ -32,6 +32,7 @@ from cdc_iceberg.table_generator import (
     ORDER_LINES,
     TENANT_NOTES,
     TYPED_ROWS,
+    UNCHANGED_TOAST,
     ColumnSpec,
     TableSource,
     TableSpec,
@@ -82,6 +83,33 @@ def test_composite_key_table_is_created_from_the_events(spark: Any, undeclared: 
     columns = (tombstones["order_id"].to_pylist(), tombstones["line_no"].to_pylist())
     held = set(zip(*columns, strict=True))
     assert held == set(expected.deleted)
+
+
+def test_a_key_change_whose_create_comes_in_a_later_batch_keeps_the_toasted_values(
+    spark: Any, undeclared: Settings
+) -> None:
+    """Debezium writes a key change's delete to the old key's partition and its create to
+    the new key's: the delete may be applied a batch before the create. The create's
+    TOAST placeholders still take the old row's values, as they were at the change."""
+    settings = undeclared
+    source = TableSource(ORDER_LINES, seed=11)
+    rows = source.snapshot(4)
+    old = rows[0].key
+    first = publish(settings, source.to_messages(rows))
+    drain(spark, settings)
+    # the row's newest version comes in the batch that also deletes it
+    update = source.update(old)
+    gone, born = source.change_key(old, toast=True)
+    second = publish(settings, source.to_messages([update, gone]))
+    drain(spark, settings)
+    third = publish(settings, source.to_messages([born]))
+    drain(spark, settings)
+
+    expected = fold(first + second + third, table=ORDER_LINES_FOLD)
+    assert born.after is not None and born.after["sku"] is UNCHANGED_TOAST
+    assert old in expected.deleted
+    assert expected.rows[born.key]["sku"] == source.rows[born.key]["sku"]
+    assert_table_equals_fold(settings, expected.rows, ORDER_LINES_FOLD)
 
 
 def test_an_entry_partitions_its_tables_and_a_new_partitioning_applies_to_later_files(

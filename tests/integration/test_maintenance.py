@@ -10,7 +10,7 @@ from reference_fold import fold
 from support import assert_table_equals_fold, read_rows, send
 
 from cdc_iceberg.generator import ArticleSource
-from cdc_iceberg.schema import SEQUENCE
+from cdc_iceberg.schema import IMAGE, SEQUENCE
 from cdc_iceberg.settings import Settings
 from jobs.cdc_to_iceberg import drain
 from jobs.iceberg_maintenance import prune_tombstones
@@ -32,6 +32,26 @@ def _tombstones(settings: Settings) -> dict[str, tuple[int, ...]]:
     return newest
 
 
+def _remember(
+    spark: Any,
+    tables: IcebergTables,
+    key: str,
+    seq: tuple[int, ...],
+    image: dict[str, Any] | None = None,
+) -> None:
+    """Add a tombstone of ``key`` at ``seq``; with ``image``, that of a key change."""
+    from datetime import UTC, datetime
+
+    schema = spark.table(tables.tombstones).schema
+    row = {ARTICLE_KEY: key, **dict(zip(SEQUENCE, seq, strict=True))}
+    row["deleted_at"] = datetime.now(UTC)
+    if image is not None:
+        fields = schema[IMAGE].dataType.fieldNames()
+        row[IMAGE] = {f: image.get(f) for f in fields} | dict(zip(SEQUENCE, seq, strict=True))
+    values = [row.get(f) for f in schema.fieldNames()]
+    spark.createDataFrame([values], schema).writeTo(tables.tombstones).append()
+
+
 @pytest.mark.parametrize("mode", ["copy-on-write", "merge-on-read"])
 def test_prune_drops_superseded_and_expired_tombstones(
     spark: Any, pipeline: Settings, mode: str
@@ -48,22 +68,24 @@ def test_prune_drops_superseded_and_expired_tombstones(
     tables = IcebergTables.declared(spark, settings)
     live_key, live = sorted(expected.rows.items())[0]
     ts_ms, lsn, partition, offset = live["_seq"]
-    spark.sql(
-        f"INSERT INTO {tables.tombstones} VALUES ('{live_key}', {ts_ms - 1}, {lsn}, "
-        f"{partition}, {offset}, current_timestamp())"
-    )
+    _remember(spark, tables, live_key, (ts_ms - 1, lsn, partition, offset))
     assert live_key in _tombstones(settings)
     # and an older tombstone of a key whose newer delete is in force
     dead_key, (ts_ms, lsn, partition, offset) = sorted(expected.deleted.items())[0]
-    spark.sql(
-        f"INSERT INTO {tables.tombstones} VALUES ('{dead_key}', {ts_ms}, {lsn - 1}, "
-        f"{partition}, {offset}, current_timestamp())"
-    )
+    _remember(spark, tables, dead_key, (ts_ms, lsn - 1, partition, offset))
+    # the tombstone of a key change keeps the row it removed for the new key's create,
+    # which may come later than a newer version of the old key: kept until retention
+    other_key, other = sorted(expected.rows.items())[1]
+    image = (other["_seq"][0] - 5, *other["_seq"][1:])
+    _remember(spark, tables, other_key, image, {"title": "the row before its key changed"})
 
     prune_tombstones(spark, tables, retention_hours=24)
 
-    assert _tombstones(settings) == {k: before[k] for k in expected.deleted}
-    assert len(_tombstone_rows(settings)) == len(expected.deleted), "one tombstone per key"
+    assert {k: s for k, s in _tombstone_rows(settings) if k != other_key} == {
+        k: before[k] for k in expected.deleted
+    }
+    assert (other_key, image) in _tombstone_rows(settings)
+    assert len(_tombstone_rows(settings)) == len(expected.deleted) + 1, "one per key, and the image"
     assert_table_equals_fold(settings, expected.rows)
 
     prune_tombstones(spark, tables, retention_hours=0)  # every delete is past retention now

@@ -13,6 +13,7 @@ from cdc_iceberg.generator import TOAST_PLACEHOLDER
 
 pytestmark = pytest.mark.integration  # needs the Spark jars on a real local session
 
+SEQ = "ts_ms bigint, lsn bigint, kafka_partition int, kafka_offset bigint"
 RAW_SCHEMA = (
     "key binary, value binary, topic string, partition int, offset bigint, "
     "timestamp timestamp, timestampType int, headers array<struct<key:string,value:binary>>"
@@ -70,11 +71,14 @@ def test_create_of_a_key_change_takes_toasted_values_from_the_old_key(spark: Any
     typed = type_columns(parse_events(raw, "envelope", KEY), ARTICLE_COLUMNS, KEY).localCheckpoint()
     typed = typed.where("_problem IS NULL")
     stored = spark.createDataFrame(
-        [("s", "S", "stored body of s")], "article_id string, title string, body string"
+        [("s", 900, 5, 0, 0, "S", "stored body of s")],
+        f"article_id string, {SEQ}, title string, body string",
     )
     names = [n for n, _ in ARTICLE_COLUMNS if n in ("article_id", "title", "body")]
 
-    out = fill_from_old_key(typed, old_keys(raw, [(ARTICLE_KEY, "string")]), stored, names, key=KEY)
+    out = fill_from_old_key(
+        typed, old_keys(raw, [(ARTICLE_KEY, "string")]), [stored], names, key=KEY
+    )
 
     rows = {(r.article_id, r.kafka_offset): r for r in out.collect()}
     assert len(rows) == typed.count(), "every event passes, once"
@@ -83,3 +87,80 @@ def test_create_of_a_key_change_takes_toasted_values_from_the_old_key(spark: Any
     assert rows[("x2", 5)].body is None and rows[("x2", 5)]._unavailable == ["body"]
     assert rows[("k", 6)]._unavailable == ["body"]
     assert rows[("a", 7)].body == "a newer body"
+
+
+def test_a_key_change_applied_before_its_create_leaves_the_old_row_for_it(spark: Any) -> None:
+    """The delete of a key change keeps the row it removes (its image); a create in a
+    later batch takes its TOASTed values from it, and never from a newer version."""
+    from jobs.transforms import (
+        fill_from_old_key,
+        key_change_images,
+        old_keys,
+        parse_events,
+        stored_versions,
+        type_columns,
+    )
+
+    moved = [("__debezium.newkey", b'{"article_id": "a2"}')]
+    first = _raw(
+        spark,
+        [
+            (_event("u", "a", 10, title="A", body="newest body of a"), []),
+            (_event("d", "a", 20), moved),
+            (_event("d", "p", 30), []),  # an ordinary delete keeps no image
+            (_event("d", "n", 40), [("__debezium.newkey", b'{"article_id": "n2"}')]),
+        ],
+    )
+    names = ["article_id", "title", "body"]
+    typed = type_columns(parse_events(first, "envelope", KEY), ARTICLE_COLUMNS, KEY)
+    typed = typed.localCheckpoint().where("_problem IS NULL")
+    assert [r._kafka_moved for r in typed.orderBy("kafka_offset").collect()] == [
+        False,
+        True,
+        False,
+        True,
+    ]
+    live = spark.createDataFrame(
+        [
+            ("a", 5, 1, 0, 9, "old title", "stored body of a"),
+            ("p", 5, 1, 0, 8, "P", "body of p"),
+        ],
+        f"article_id string, {SEQ}, title string, body string",
+    )
+    no_images = spark.createDataFrame(
+        [], f"article_id string, {SEQ}, image struct<title: string, body: string, {_IMAGE_SEQ}>"
+    )
+    images = key_change_images(
+        typed, stored_versions(live, no_images, names, key=KEY), names, key=KEY
+    ).collect()
+    # "n" has no version anywhere: no image; "p" is no key change
+    assert [(r.article_id, r.kafka_offset) for r in images] == [("a", 1)]
+    image = images[0].image
+    assert (image.title, image.body) == ("A", "newest body of a")
+    assert (image.ts_ms, image.lsn, image.kafka_offset) == (1000, 10, 0), "the version's own"
+
+    # later: the old key is live again (a newer version), then the create arrives
+    tombstones = spark.createDataFrame(
+        [("a", 1000, 20, 0, 1, images[0].image.asDict())],
+        f"article_id string, {SEQ}, image struct<title: string, body: string, {_IMAGE_SEQ}>",
+    )
+    again = spark.createDataFrame(
+        [("a", 5000, 90, 0, 7, "A again", "a newer body")],
+        f"article_id string, {SEQ}, title string, body string",
+    )
+    second = _raw(
+        spark, [(_event("c", "a2", 20, title="A", body=TOAST_PLACEHOLDER), _old_key_header("a"))]
+    )
+    created = type_columns(parse_events(second, "envelope", KEY), ARTICLE_COLUMNS, KEY)
+    created = created.localCheckpoint()
+    out = fill_from_old_key(
+        created,
+        old_keys(second, [(ARTICLE_KEY, "string")]),
+        stored_versions(again, tombstones, names, key=KEY),
+        names,
+        key=KEY,
+    ).collect()
+    assert [(r.article_id, r.body, r._unavailable) for r in out] == [("a2", "newest body of a", [])]
+
+
+_IMAGE_SEQ = "ts_ms: bigint, lsn: bigint, kafka_partition: int, kafka_offset: bigint"

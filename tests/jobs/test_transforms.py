@@ -218,9 +218,10 @@ def test_whole_rows_equal_the_collapse_in_a_batch_without_toast(spark: Any) -> N
 def test_a_drivers_expressions_are_built_once_and_serve_every_batch(spark: Any) -> None:
     from jobs.transforms import _parse_projections, parse_events, reused
 
-    envelope = reused(_parse_projections, "envelope", KEY)
-    assert reused(_parse_projections, "envelope", KEY) is envelope
-    assert reused(_parse_projections, "flattened", KEY) is not envelope
+    envelope = reused(_parse_projections, "envelope", KEY, False)
+    assert reused(_parse_projections, "envelope", KEY, False) is envelope
+    assert reused(_parse_projections, "flattened", KEY, False) is not envelope
+    assert reused(_parse_projections, "envelope", KEY, True) is not envelope
     # the same expressions parse two batches, each its own records
     first = parse_events(
         _raw(spark, [(None, _value("c", "a", 10, 100, title="x"))]), "envelope", KEY
