@@ -161,11 +161,6 @@ class PipelinesConfig:
     def for_topic(self, topic: str) -> TableConfig | None:
         return next((t for t in self.tables if t.topic == topic), None)
 
-    def keeps_history(self, topic: str) -> bool:
-        """Whether the table behind ``topic`` also keeps a history table."""
-        entry = self.for_topic(topic)
-        return bool(entry and entry.history)
-
     def declared_model(self, topic: str) -> TableModel | None:
         """The declared schema of the table behind ``topic``, if the file gives one."""
         entry = self.for_topic(topic)

@@ -179,9 +179,13 @@ def test_a_name_that_is_no_table_is_refused_before_asking_the_broker() -> None:
 
 def test_history_is_a_yes_or_no_per_table() -> None:
     config = parse({"tables": {"public.orders": {"history": True}, "public.notes": {}}}, "f.yaml")
-    assert config.keeps_history("neuronews.public.orders")
-    assert not config.keeps_history("neuronews.public.notes")
-    assert not config.keeps_history("neuronews.public.unknown")
+    orders, notes = (
+        config.for_topic("neuronews.public.orders"),
+        config.for_topic("neuronews.public.notes"),
+    )
+    assert orders is not None and orders.history
+    assert notes is not None and not notes.history
+    assert config.for_topic("neuronews.public.unknown") is None
     with pytest.raises(
         PipelinesError, match=r"table public\.orders: history must be true or false"
     ):
