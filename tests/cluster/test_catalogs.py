@@ -16,7 +16,10 @@ the reference fold of the records sent (``tests/invariants.py``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import urllib.request
 import uuid
@@ -36,7 +39,7 @@ from cdc_iceberg import kafka_offsets, pipelines, status, table_state
 from cdc_iceberg.generator import ArticleSource
 from cdc_iceberg.local.postgres import PostgresServer
 from cdc_iceberg.local.rest_catalog import RestCatalogServer
-from cdc_iceberg.settings import Settings
+from cdc_iceberg.settings import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +92,7 @@ def jdbc_catalog(
 def rest_server(
     postgres: PostgresServer, role_password: str, work_dir: Path
 ) -> Iterator[RestCatalogServer]:
+    """The REST catalog, brought up and down by its command line (README, "Catalogs")."""
     server = RestCatalogServer(
         data_dir=work_dir / "rest-catalog",
         warehouse=f"file://{work_dir}/rest-warehouse",
@@ -97,11 +101,40 @@ def rest_server(
         backend_user=ROLE,
         backend_password=role_password,
     )
+    env = {
+        **os.environ,
+        "REST_CATALOG_DATA_DIR": str(server.data_dir),
+        "REST_CATALOG_PORT": str(server.port),
+        "ICEBERG_WAREHOUSE": server.warehouse,
+        "REST_CATALOG_BACKEND_URI": server.backend_uri,
+        "REST_CATALOG_BACKEND_USER": ROLE,
+        "REST_CATALOG_BACKEND_PASSWORD": role_password,
+    }
+
+    def command(name: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "cdc_iceberg.local.rest_catalog", name],
+            env=env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert_no_secret(role_password, done.stdout, done.stderr)
+        return done
+
+    up = command("up")
     try:
-        server.start()
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"ICEBERG_CATALOG_URI={server.uri}" in up.stdout
+        assert command("status").returncode == 0
         yield server
     finally:
-        server.stop()
+        down = command("down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        stopped = command("status")
+        assert stopped.returncode == 1 and "stopped" in stopped.stdout
+        assert server.running_pid() is None
 
 
 @pytest.fixture(scope="module", params=["jdbc", "rest"])
