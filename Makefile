@@ -60,7 +60,8 @@ STAMP_APT := build/.system-packages
 
 .PHONY: setup jars class-archive system-packages kafka-up kafka-down cluster-up cluster-down \
         drain generate airflow-init demo \
-        test test-faults lint clean airflow-ui maintain status dlq-replay bench bench-full
+        test test-faults lint clean airflow-ui maintain status dlq-replay bench bench-full \
+        bench-cluster
 
 setup: $(STAMP_APT) $(STAMP_PY) jars class-archive
 
@@ -156,6 +157,10 @@ bench: setup
 
 bench-full: setup
 	$(PY) bench/run.py --full
+
+# the drain on local[2], a standalone cluster of 1 and 2 workers, and 2 workers on S3
+bench-cluster: setup
+	$(PY) bench/cluster.py --quick
 
 lint: setup
 	$(PY) -m ruff check .

@@ -9,7 +9,9 @@ then ``done``), so a task stopped at its time limit still leaves its batches.
 Tasks:
 
 * ``preload``: create the contenders' tables and append the preloaded rows.
-* ``product``: this project's job, :func:`jobs.cdc_to_iceberg.drain`, unchanged.
+* ``product``: this project's job, :func:`jobs.cdc_to_iceberg.drain`, unchanged
+  (with ``spec["request_log"]``, the object store's request log: its size before
+  and after the drain, so that the requests of the drain alone can be counted).
 * ``naive``: the original design document's pattern (see :mod:`bench.contenders`).
 * ``append``: the ceiling, same Kafka read and parse, append only.
 * ``pyiceberg``: kafka-python consumer and ``Transaction.upsert``, no Spark.
@@ -107,9 +109,11 @@ def task_spark_contender(spec: dict[str, Any], out: Out) -> None:
             "naive": contenders.run_naive,
             "append": contenders.run_append,
         }[kind]
+        log_start = _size(spec.get("request_log"))
         started = time.monotonic()
         batches = run(spark, settings, out)
         drain_s = time.monotonic() - started
+        log_end = _size(spec.get("request_log"))
         for batch in batches:
             out("batch", **batch)
         tables = contenders.tables_of(settings, kind)
@@ -129,9 +133,15 @@ def task_spark_contender(spec: dict[str, Any], out: Out) -> None:
             count_s=round(count_s, 2),
             full_scan_s=round(scan_s, 2),
             files=contenders.file_counts(spark, settings.qualified(settings.iceberg_table)),
+            request_log=[log_start, log_end],
         )
     finally:
         spark.stop()
+
+
+def _size(path: str | None) -> int | None:
+    """Bytes in a log file (None without one): where the drain's requests start and end."""
+    return Path(path).stat().st_size if path else None
 
 
 def task_pyiceberg(spec: dict[str, Any], out: Out) -> None:
