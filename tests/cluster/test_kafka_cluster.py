@@ -10,7 +10,10 @@ reference fold of the records sent (``tests/invariants.py``).
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +28,7 @@ from support import send
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.generator import ArticleSource
 from cdc_iceberg.local.kafka_broker import KafkaCluster
-from cdc_iceberg.settings import Settings
+from cdc_iceberg.settings import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +42,31 @@ def cluster(work_dir: Path) -> Iterator[KafkaCluster]:
         port = free_port_pair()
         if not {port, port + 1} & {q for p in ports for q in (p, p + 1)}:
             ports.append(port)
-    nodes = KafkaCluster(data_dir=work_dir / "kafka-cluster", ports=ports, heap="384m")
+    # where `python -m cdc_iceberg.local.kafka_broker status --brokers 3` looks for it
+    data_dir = work_dir / "kafka"
+    nodes = KafkaCluster(data_dir=data_dir / "cluster", ports=ports, heap="384m")
+    env = {
+        **os.environ,
+        "KAFKA_DATA_DIR": str(data_dir),
+        "KAFKA_BOOTSTRAP_SERVERS": ",".join(b.bootstrap_servers for b in nodes.brokers),
+    }
+
+    def status() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "cdc_iceberg.local.kafka_broker", "status", "--brokers"]
+        return subprocess.run(
+            [*command, "3"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+        )
+
     try:
         nodes.start()
+        running = status()
+        assert running.returncode == 0 and "running" in running.stdout, running
         yield nodes
     finally:
         nodes.stop()
-        shutil.rmtree(nodes.data_dir, ignore_errors=True)
+        stopped = status()
+        assert stopped.returncode == 1 and "stopped" in stopped.stdout, stopped
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def partition_state(settings: Settings) -> dict[int, tuple[int, list[int]]]:
