@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.schema import (
+    IMAGE,
     SEQUENCE,
     SEQUENCE_COLUMNS,
     SUMMARY_BATCH,
@@ -698,8 +699,6 @@ class BatchWriter:
         """The batch's deletes to remember: the newest change of each key that is a delete,
         and every key change's delete, with the image of the row it removed."""
         from pyspark.sql import functions as F
-
-        from jobs.transforms import IMAGE
 
         same = [*self.key, *SEQUENCE]
         plain = collapsed.where(F.col("cdc_op") == "d").select(*same, "cdc_op")

@@ -14,6 +14,7 @@ from cdc_iceberg.generator import TOAST_PLACEHOLDER
 pytestmark = pytest.mark.integration  # needs the Spark jars on a real local session
 
 SEQ = "ts_ms bigint, lsn bigint, kafka_partition int, kafka_offset bigint"
+_IMAGE_SEQ = "ts_ms: bigint, lsn: bigint, kafka_partition: int, kafka_offset: bigint"
 RAW_SCHEMA = (
     "key binary, value binary, topic string, partition int, offset bigint, "
     "timestamp timestamp, timestampType int, headers array<struct<key:string,value:binary>>"
@@ -161,6 +162,3 @@ def test_a_key_change_applied_before_its_create_leaves_the_old_row_for_it(spark:
         key=KEY,
     ).collect()
     assert [(r.article_id, r.body, r._unavailable) for r in out] == [("a2", "newest body of a", [])]
-
-
-_IMAGE_SEQ = "ts_ms: bigint, lsn: bigint, kafka_partition: int, kafka_offset: bigint"
