@@ -42,8 +42,9 @@ def cluster(work_dir: Path) -> Iterator[KafkaCluster]:
         port = free_port_pair()
         if not {port, port + 1} & {q for p in ports for q in (p, p + 1)}:
             ports.append(port)
-    # where `python -m cdc_iceberg.local.kafka_broker status --brokers 3` looks for it
-    data_dir = work_dir / "kafka"
+    # KAFKA_DATA_DIR of `python -m cdc_iceberg.local.kafka_broker status --brokers 3`; not
+    # the session broker's directory (work_dir / "kafka"), which this fixture removes at the end
+    data_dir = work_dir / "kafka-three"
     nodes = KafkaCluster(data_dir=data_dir / "cluster", ports=ports, heap="384m")
     env = {
         **os.environ,
