@@ -114,6 +114,24 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
+def kafka_source_options(settings: Settings) -> dict[str, str]:
+    """Options of Spark's Kafka source for the pipeline's topic, streaming or batch.
+
+    Committed records only, with their headers (``__debezium.oldkey`` and
+    ``__debezium.newkey`` of key changes), and the client settings (security)
+    of :meth:`Settings.kafka_client_config`.
+    """
+    options = {
+        "kafka.bootstrap.servers": settings.kafka_bootstrap_servers,
+        "subscribe": settings.kafka_topic,
+        "failOnDataLoss": "true",
+        "kafka.isolation.level": "read_committed",
+        "includeHeaders": "true",
+    }
+    options.update({f"kafka.{k}": str(v) for k, v in settings.kafka_client_config().items()})
+    return options
+
+
 def on_loopback(master: str) -> bool:
     """Whether the executors run on this machine (``local[*]``, ``spark://127.0.0.1:<port>``)."""
     if master.startswith("local"):

@@ -30,6 +30,7 @@ from cdc_iceberg import kafka_offsets, pipelines
 from cdc_iceberg.checkpoint_log import checkpoint_exists, checkpoint_offsets, is_local
 from cdc_iceberg.schema_discovery import SchemaUnknownError, model_from_topic
 from cdc_iceberg.settings import Settings
+from cdc_iceberg.spark_conf import kafka_source_options
 from cdc_iceberg.table_model import TableModelError, source_table
 from jobs.batch_writer import BatchMetrics, BatchWriter
 from jobs.checkpoint import (
@@ -194,15 +195,9 @@ def drain(
             writer.group_offsets = dict(table_offsets)
         reader = (
             spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
-            .option("subscribe", settings.kafka_topic)
+            .options(**kafka_source_options(settings))
             .option("startingOffsets", start_json)
-            .option("failOnDataLoss", "true")
-            .option("kafka.isolation.level", "read_committed")
-            .option("includeHeaders", "true")  # __debezium.oldkey of key changes
         )
-        for key, value in settings.kafka_client_config().items():
-            reader = reader.option(f"kafka.{key}", value)
         if settings.max_offsets_per_trigger:
             reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
         tasks = kafka_offsets.read_tasks(

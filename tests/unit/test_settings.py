@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cdc_iceberg.settings import Settings, SettingsError, check_identifier, jdbc_url
+from cdc_iceberg.spark_conf import kafka_source_options
 
 
 def test_defaults_are_the_design_documents() -> None:
@@ -98,3 +99,19 @@ def test_write_mode_from_the_environment() -> None:
     assert mor.to_env()["ICEBERG_WRITE_MODE"] == "merge-on-read"
     with pytest.raises(SettingsError, match="ICEBERG_WRITE_MODE"):
         Settings.from_env({"ICEBERG_WRITE_MODE": "merge-on-write"})
+
+
+def test_spark_reads_the_topic_committed_with_headers_and_the_security_settings() -> None:
+    settings = Settings(
+        kafka_topic="db.public.things",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="cdc",
+        kafka_sasl_password="s3cret",
+    )
+    options = kafka_source_options(settings)
+    assert options["subscribe"] == "db.public.things"
+    assert options["kafka.isolation.level"] == "read_committed"
+    assert options["includeHeaders"] == "true"  # the key changes' old and new keys
+    assert options["kafka.security.protocol"] == "SASL_SSL"
+    assert "s3cret" in options["kafka.sasl.jaas.config"]
