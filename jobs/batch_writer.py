@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("cdc_to_iceberg")
 
 
+# how far past a key change's create (Kafka time) the changes ahead are read: the
+# updates before it are written first, but another partition's leader may stamp them
+AHEAD_MARGIN_MS = 5_000
+
+
 # -- failpoints: deterministic crash injection for the test suite -----------
 
 
@@ -565,13 +570,15 @@ class BatchWriter:
             if key_change_toast:
                 # a key change whose create lacks TOASTed values: take them from the old key
                 key_types = [(c.name, c.spark_type) for c in tables.model.key_columns]
+                old = transforms.old_keys(batch, key_types)
                 valid = transforms.fill_from_old_key(
                     valid,
-                    transforms.old_keys(batch, key_types),
+                    old,
                     stored,
                     data_columns,
                     order,
                     key=self.key,
+                    ahead=self._changes_ahead(valid, old, end, batch_id),
                 ).localCheckpoint()  # materialized: the MERGE must not re-read its own table
             if scan.moved and not self.dry_run:
                 # the rows whose key changes: their tombstones keep them for the new key's
@@ -694,6 +701,64 @@ class BatchWriter:
         metrics.stale = key_count - metrics.inserted - metrics.updated - metrics.deleted
         self.progress = merged_end
         failpoint(settings, "after_iceberg_commit", batch_id)
+
+    def _changes_ahead(
+        self, valid: DataFrame, old: DataFrame, end: dict[int, int], batch_id: int
+    ) -> DataFrame | None:
+        """The valid changes Kafka holds after the batch, up to its key changes' creates.
+
+        A key change's create, in the new key's partition, may be read before
+        the old key's last updates, in a partition that lags behind: its TOAST
+        placeholders stand for values the batch has not read yet. Those updates
+        were written to Kafka before the create (Debezium writes the delete of
+        the old key, and before it the key's updates, ahead of the create), so
+        they are among the records whose Kafka time is at most the create's:
+        read from the batch's end offsets up to that time plus
+        ``AHEAD_MARGIN_MS``. They are only read, for the fill; their own batch
+        applies them. None when no create needs a fill or nothing lies ahead.
+        """
+        from pyspark.sql import functions as F
+
+        from cdc_iceberg.spark_conf import kafka_source_options
+        from jobs import transforms
+
+        creates = valid.join(old, ["kafka_partition", "kafka_offset"]).where(
+            (F.col("cdc_op") == "c") & (F.size("_unavailable") > 0)
+        )
+        newest = creates.agg(F.max(F.unix_millis("_kafka_timestamp"))).first()[0]
+        if newest is None:
+            return None
+        settings = self.settings
+        until = kafka_offsets.offsets_for_timestamp(settings, newest + AHEAD_MARGIN_MS + 1)
+        read = {p: end.get(p, self.progress.get(p, self.initial_offsets.get(p, 0))) for p in until}
+        # Spark's batch source takes every partition: an empty range where nothing is ahead
+        start = {p: min(read[p], until[p]) for p in until}
+        if all(start[p] == until[p] for p in until):
+            return None
+        log.info(
+            "batch %s: reading %d records ahead for the TOASTed values of key changes",
+            batch_id,
+            sum(until[p] - start[p] for p in until),
+        )
+        raw = (
+            self.spark.read.format("kafka")
+            .options(**kafka_source_options(settings))
+            .option("startingOffsets", kafka_offsets.to_spark_json(settings.kafka_topic, start))
+            .option("endingOffsets", kafka_offsets.to_spark_json(settings.kafka_topic, until))
+            .load()
+        )
+        columns = [(c.name, c.spark_type, c.codec) for c in self.tables.model.columns]
+        typed = self._type(
+            transforms.parse_events(raw, settings.event_format, self.key), {}, columns, {}
+        )
+        # materialized before the filter: a filter on the parser's columns would inline
+        # its projections into the predicate (a plan too large for the heap)
+        ahead = typed.select(*[c for c in valid.columns if c in typed.columns]).localCheckpoint()
+        ahead = ahead.where(~F.col("_tombstone") & F.col("_problem").isNull())
+        for name in valid.columns:
+            if name not in ahead.columns:  # a column this batch adds (dry run): not known ahead
+                ahead = ahead.withColumn(name, F.lit(None).cast(valid.schema[name].dataType))
+        return ahead
 
     def _remembered_deletes(self, collapsed: DataFrame, images: DataFrame) -> DataFrame:
         """The batch's deletes to remember: the newest change of each key that is a delete,

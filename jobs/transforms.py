@@ -599,6 +599,7 @@ def _values_before(
     data: Sequence[str],
     order: Sequence[str],
     key: Sequence[str],
+    ahead: DataFrame | None = None,
 ) -> DataFrame:
     """What a key held just before a point: per target, from the batch and the tables.
 
@@ -608,15 +609,22 @@ def _values_before(
     earlier non-delete changes of the key have available, as ``struct(v, s)``
     (``s`` the change's sequence), or null; ``_bseq``, the newest such change's
     sequence; ``_stored``, the newest version ``stored`` holds of the key before
-    the point (a struct of the columns), and ``_sseq`` its sequence.
+    the point (a struct of the columns), and ``_sseq`` its sequence. ``ahead``,
+    typed valid changes read beyond the batch, count as the batch's own.
     """
     seq = sequence(order=order)
-    donors = events.where(F.col("cdc_op") != "d").select(
-        _key_struct(key).alias("_dkey"),
-        seq.alias("_dseq"),
-        F.col("_unavailable").alias("_dun"),
-        *[F.col(c).alias(f"_d_{c}") for c in data],
-    )
+
+    def changes(frame: DataFrame) -> DataFrame:
+        return frame.where(F.col("cdc_op") != "d").select(
+            _key_struct(key).alias("_dkey"),
+            seq.alias("_dseq"),
+            F.col("_unavailable").alias("_dun"),
+            *[F.col(c).alias(f"_d_{c}") for c in data],
+        )
+
+    donors = changes(events)
+    if ahead is not None:
+        donors = donors.unionByName(changes(ahead))
     points = targets.select(*_COORDINATES, "_of", "_tseq")
     in_batch = (
         points.join(
@@ -674,6 +682,7 @@ def fill_from_old_key(
     order: Sequence[str] = SEQUENCE,
     *,
     key: Sequence[str],
+    ahead: DataFrame | None = None,
 ) -> DataFrame:
     """Give the create of a key change the values its TOAST placeholders stand for.
 
@@ -681,9 +690,11 @@ def fill_from_old_key(
     row whose key changes arrives as the placeholder in the create of the new
     key, which has no stored value of its own. The value is the old key's
     newest one before the create: among the batch's earlier changes of the old
-    key (those with the column available) and the versions ``stored`` holds
-    (:func:`stored_versions`). ``events`` are typed valid changes; ``old`` comes
-    from :func:`old_keys`. Other events pass as they are.
+    key (those with the column available), the changes ``ahead`` (read beyond
+    the batch: the old key's Kafka partition may lag behind the new key's, so
+    its last updates before the key change are not read yet) and the versions
+    ``stored`` holds (:func:`stored_versions`). ``events`` are typed valid
+    changes; ``old`` comes from :func:`old_keys`. Other events pass as they are.
     """
     targets = events.join(old, _COORDINATES).where(
         (F.col("cdc_op") == "c") & (F.size("_unavailable") > 0)
@@ -696,6 +707,7 @@ def fill_from_old_key(
         data,
         order,
         key,
+        ahead,
     )
     values = {}
     still: list[Column] = []

@@ -112,6 +112,46 @@ def test_a_key_change_whose_create_comes_in_a_later_batch_keeps_the_toasted_valu
     assert_table_equals_fold(settings, expected.rows, ORDER_LINES_FOLD)
 
 
+def test_a_key_change_whose_create_is_read_before_the_old_rows_last_update_keeps_its_value(
+    spark: Any, undeclared: Settings
+) -> None:
+    """The other order: the old key's partition lags, so a bounded batch reads the create
+    of the new key before the update of the old row that came just before the key change.
+    The create's TOAST placeholders take the value of that update, not the older one the
+    table holds."""
+    settings = undeclared.replace(max_offsets_per_trigger=8)
+    source = TableSource(ORDER_LINES, seed=11)
+    rows = source.snapshot(12)
+    first = publish(settings, source.to_messages(rows))
+    drain(spark, settings)
+    partition_of = {r.key: p.partition for r, p in zip(rows, first, strict=True)}
+    old = rows[0].key
+    # the old key's partition gets a backlog of other rows' updates ...
+    mates = [k for k, p in partition_of.items() if p == partition_of[old] and k != old]
+    assert mates, "another row shares the old key's partition"
+    backlog = [source.update(mates[i % len(mates)]) for i in range(16)]
+    # ... then the old row's TOASTable value changes, and then its key
+    stored_sku = source.rows[old]["sku"]
+    updates = [source.update(old)]
+    while source.rows[old]["sku"] == stored_sku:
+        updates.append(source.update(old))
+    gone, born = source.change_key(old, toast=True)
+    second = publish(settings, source.to_messages([*backlog, *updates, gone, born]))
+    create = next(r for r in second if r.headers and "__debezium.oldkey" in dict(r.headers))
+    delete = next(r for r in second if r.headers and "__debezium.newkey" in dict(r.headers))
+    assert create.partition != delete.partition, "the new key is in another partition"
+    result = drain(spark, settings)
+
+    # the create was applied in a batch that had not yet read the old row's update
+    first_batch = result.batches[0].offsets
+    assert first_batch[str(create.partition)][1] > create.offset
+    assert first_batch[str(delete.partition)][1] <= delete.offset
+    expected = fold(first + second, table=ORDER_LINES_FOLD)
+    assert born.after is not None and born.after["sku"] is UNCHANGED_TOAST
+    assert expected.rows[born.key]["sku"] == source.rows[born.key]["sku"] != stored_sku
+    assert_table_equals_fold(settings, expected.rows, ORDER_LINES_FOLD)
+
+
 def test_an_entry_partitions_its_tables_and_a_new_partitioning_applies_to_later_files(
     spark: Any, pipeline: Settings, work_dir: Path
 ) -> None:
