@@ -53,13 +53,13 @@ def workloads(draw: Any) -> dict[str, Any]:
         "delete": draw(st.sampled_from([0.05, 0.3])),
         "bad": draw(st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(BAD)), max_size=4)),
         "drains": draw(st.integers(1, 3)),
-        "max_offsets": draw(st.sampled_from([None, 7, 40])),
+        "max_offsets": draw(st.sampled_from([None, 12, 40])),
         "partitions": draw(st.sampled_from([1, 3])),
     }
 
 
 @settings(
-    max_examples=6,
+    max_examples=5,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
