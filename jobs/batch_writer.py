@@ -570,7 +570,9 @@ class BatchWriter:
             if key_change_toast:
                 # a key change whose create lacks TOASTed values: take them from the old key
                 key_types = [(c.name, c.spark_type) for c in tables.model.key_columns]
-                old = transforms.old_keys(batch, key_types)
+                # read once (the records the create headers mark): the fill and the read
+                # ahead both take them
+                old = transforms.old_keys(batch, key_types).localCheckpoint()
                 valid = transforms.fill_from_old_key(
                     valid,
                     old,
@@ -745,6 +747,7 @@ class BatchWriter:
             .options(**kafka_source_options(settings))
             .option("startingOffsets", kafka_offsets.to_spark_json(settings.kafka_topic, start))
             .option("endingOffsets", kafka_offsets.to_spark_json(settings.kafka_topic, until))
+            .option("failOnDataLoss", "false")  # only read, for the fill: what is gone is gone
             .load()
         )
         columns = [(c.name, c.spark_type, c.codec) for c in self.tables.model.columns]
