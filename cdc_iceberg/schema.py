@@ -51,6 +51,9 @@ RESERVED = {name for name, _ in METADATA_COLUMNS}
 # the tombstone table's column holding the row a primary-key change's delete removed:
 # the other columns and the version's sequence (jobs.transforms.key_change_images)
 IMAGE = "image"
+# the tombstone table's own columns beside the key and the sequence: no key column
+# may take these names (the other columns are not in the tombstone table)
+TOMBSTONE_OWN = ("deleted_at", IMAGE)
 
 
 def image_type(columns: Sequence[tuple[str, str]], *, key: Sequence[str]) -> str:

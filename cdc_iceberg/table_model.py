@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdc_iceberg.schema import RESERVED
+from cdc_iceberg.schema import RESERVED, TOMBSTONE_OWN
 from cdc_iceberg.settings import SettingsError, check_identifier
 
 # table property of the live table: {column: codec} for the columns whose codec
@@ -144,6 +144,13 @@ class TableModel:
         missing = [k for k in self.key if k not in names]
         if missing:
             raise TableModelError(f"key column(s) {missing}{where} are not columns of the table")
+        clashing = [k for k in self.key if k in TOMBSTONE_OWN]
+        if clashing:
+            raise TableModelError(
+                f"key column(s) {clashing}{where} take a name the tombstone table keeps for "
+                f"its own columns ({', '.join(TOMBSTONE_OWN)}); rename them in the source, "
+                "or with Debezium's ReplaceField transform"
+            )
 
     @property
     def names(self) -> list[str]:

@@ -106,6 +106,15 @@ def test_a_column_may_take_the_name_of_a_kafka_field_or_a_word_of_the_job(name: 
     assert model.key == (name,) and model.names == [name, "id"]
 
 
+@pytest.mark.parametrize("name", ["deleted_at", "image"])
+def test_a_key_column_named_like_a_tombstone_column_is_refused(name: str) -> None:
+    with pytest.raises(TableModelError, match=f"key column.*'{name}'.*tombstone table"):
+        TableModel((name,), (Column(name, "string"), Column("id", "string")))
+    # any other column may: the tombstone table holds only the key's
+    model = TableModel(("id",), (Column("id", "string"), Column(name, "string")))
+    assert model.names == ["id", name]
+
+
 def test_key_columns_must_be_columns() -> None:
     with pytest.raises(TableModelError, match="not columns"):
         TableModel(("id", "nope"), (Column("id", "string"),))
