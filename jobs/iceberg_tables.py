@@ -520,36 +520,37 @@ class IcebergTables:
         have = {
             str(f.name()): str(f.type()) for f in self.java_table(self.history).schema().columns()
         }
-        wanted = dict(self.model.column_types)
-        live = {str(f.name()): str(f.type()) for f in self.java_table().schema().columns()}
-        for name, spark_type in wanted.items():
-            if name not in have:
-                self.spark.sql(f"ALTER TABLE {self.history} ADD COLUMN `{name}` {spark_type}")
-            elif have[name] != live.get(name, have[name]):
-                self.spark.sql(
-                    f"ALTER TABLE {self.history} ALTER COLUMN `{name}` TYPE {spark_type}"
-                )
+        self._follow_live(self.history, have, self.model.column_types)
 
     def _sync_tombstone_images(self) -> None:
         """The tombstone table's ``image`` takes the live table's columns as they are now
         (a table made before images existed gains the column): metadata only."""
-        schema = self.java_table(self.tombstones).schema()
-        live = {str(f.name()): str(f.type()) for f in self.java_table().schema().columns()}
-        data = [(n, t) for n, t in self.model.column_types if n not in self.model.key]
-        field = schema.findField(IMAGE)
+        field = self.java_table(self.tombstones).schema().findField(IMAGE)
         if field is None:
             wanted = image_type(self.model.column_types, key=self.model.key)
             self.spark.sql(f"ALTER TABLE {self.tombstones} ADD COLUMN {IMAGE} {wanted}")
             return
         have = {str(f.name()): str(f.type()) for f in field.type().asStructType().fields()}
-        for name, spark_type in data:
+        data = [(n, t) for n, t in self.model.column_types if n not in self.model.key]
+        self._follow_live(self.tombstones, have, data, f"{IMAGE}.")
+
+    def _follow_live(
+        self,
+        table: str,
+        have: Mapping[str, str],
+        columns: Sequence[tuple[str, str]],
+        prefix: str = "",
+    ) -> None:
+        """Columns of ``table`` (``have``: name to type, under ``prefix``) follow the
+        live table's: those of ``columns`` it lacks are added, those the live table
+        has widened are widened."""
+        live = {str(f.name()): str(f.type()) for f in self.java_table().schema().columns()}
+        for name, spark_type in columns:
             if name not in have:
-                self.spark.sql(
-                    f"ALTER TABLE {self.tombstones} ADD COLUMN {IMAGE}.`{name}` {spark_type}"
-                )
+                self.spark.sql(f"ALTER TABLE {table} ADD COLUMN {prefix}`{name}` {spark_type}")
             elif have[name] != live.get(name, have[name]):
                 self.spark.sql(
-                    f"ALTER TABLE {self.tombstones} ALTER COLUMN {IMAGE}.`{name}` TYPE {spark_type}"
+                    f"ALTER TABLE {table} ALTER COLUMN {prefix}`{name}` TYPE {spark_type}"
                 )
 
     def _keep_write_mode(self, table: str, mode: str) -> None:
