@@ -21,11 +21,9 @@ The jars come from ``jvm/connect/pom.xml`` (``make connect-jars``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -35,6 +33,7 @@ from typing import Any
 from urllib import error as urlerror
 from urllib import request as urlrequest
 
+from cdc_iceberg.local import process as server_process
 from cdc_iceberg.settings import PROJECT_ROOT
 
 CONNECT_JARS = PROJECT_ROOT / "build" / "jars" / "connect"
@@ -215,20 +214,7 @@ class ConnectWorker:
     # -- process -----------------------------------------------------------
 
     def running_pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        _reap(pid)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return server_process.running_pid(self.pid_file)
 
     def answers(self) -> bool:
         try:
@@ -297,38 +283,11 @@ class ConnectWorker:
 
         SIGTERM lets tasks commit their offsets; SIGKILL follows after ``timeout``.
         """
-        pid = self.running_pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _reap(pid)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
-            _reap(pid)
-        self.pid_file.unlink(missing_ok=True)
+        server_process.stop(self.pid_file, timeout)
 
     def kill(self) -> None:
         """``kill -9``: no offset commit, no clean leave of the group (for fault tests)."""
-        pid = self.running_pid()
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGKILL)
-        for _ in range(50):
-            _reap(pid)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
+        server_process.kill(self.pid_file)
         self.pid_file.unlink(missing_ok=True)
 
     # -- connectors ----------------------------------------------------------
@@ -394,12 +353,6 @@ class ConnectWorker:
         status, answer = _http("DELETE", f"{self.url}/connectors/{name}", timeout=30)
         if status not in (200, 204, 404):
             raise ConnectError(f"deleting connector {name} failed ({status}): {answer}")
-
-
-def _reap(pid: int) -> None:
-    """Collect a child that exited (the worker is our child when this process started it)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def worker_from_env() -> ConnectWorker:

@@ -20,7 +20,6 @@ formatted. The controller listener stays PLAINTEXT on loopback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import socket
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cdc_iceberg.local import process as server_process
 from cdc_iceberg.settings import PROJECT_ROOT
 
 KAFKA_JARS = PROJECT_ROOT / "build" / "jars" / "kafka"
@@ -139,15 +139,7 @@ class KafkaBroker:
         return kwargs
 
     def running_pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return server_process.running_pid(self.pid_file)
 
     def answers(self) -> bool:
         try:
@@ -217,45 +209,17 @@ class KafkaBroker:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the broker if it runs (SIGTERM, then SIGKILL after ``timeout``)."""
-        pid = self.running_pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            _reap(pid)
-            time.sleep(0.2)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            _reap(pid)
-        self.pid_file.unlink(missing_ok=True)
+        server_process.stop(self.pid_file, timeout)
 
     def kill(self) -> None:
         """kill -9, for fault tests."""
-        pid = self.running_pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
-            _reap(pid)
+        server_process.kill(self.pid_file)
 
     def wait_exited(self, timeout: float = 30.0) -> None:
         """Wait until the broker process is gone (reaped if it is our child)."""
         pid = self.running_pid()
-        deadline = time.monotonic() + timeout
-        while pid is not None:
-            _reap(pid)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Kafka broker {pid} still running after {timeout}s")
-            time.sleep(0.1)
+        if pid is not None and not server_process.wait_gone(pid, timeout):
+            raise TimeoutError(f"Kafka broker {pid} still running after {timeout}s")
         self.pid_file.unlink(missing_ok=True)
 
     def restart_after_kill(self, timeout: float = 90.0) -> None:
@@ -527,11 +491,6 @@ class BrokerSecurity:
             "sasl_plain_password": password,
             "ssl_cafile": str(self.tls.ca_file),
         }
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def _ports_from_env() -> list[int]:

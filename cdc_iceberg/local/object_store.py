@@ -21,9 +21,7 @@ from their environment; the server accepts any pair.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from cdc_iceberg.local import process as server_process
 from cdc_iceberg.settings import PROJECT_ROOT, Settings
 
 
@@ -59,15 +58,7 @@ class ObjectStore:
         return self.data_dir / "s3.log"
 
     def running_pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return server_process.running_pid(self.pid_file)
 
     def answers(self) -> bool:
         """The server answers an S3 request (its bucket listing)."""
@@ -153,30 +144,7 @@ class ObjectStore:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server if it runs (SIGTERM, then SIGKILL after ``timeout``)."""
-        pid = self.running_pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _reap(pid)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            _reap(pid)
-        self.pid_file.unlink(missing_ok=True)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        server_process.stop(self.pid_file, timeout, group=True)
 
 
 def buckets(settings: Settings) -> list[str]:

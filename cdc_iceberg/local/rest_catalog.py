@@ -25,10 +25,8 @@ closed to other machines.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -38,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from cdc_iceberg.local import process as server_process
 from cdc_iceberg.settings import PROJECT_ROOT, Settings
 
 REST_CATALOG_JARS = PROJECT_ROOT / "build" / "jars" / "rest-catalog"
@@ -87,15 +86,7 @@ class RestCatalogServer:
     # -- process ----------------------------------------------------------
 
     def running_pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return server_process.running_pid(self.pid_file)
 
     def answers(self) -> bool:
         """Whether the server answers the REST protocol's config request."""
@@ -200,32 +191,11 @@ class RestCatalogServer:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server if it runs (SIGTERM, then SIGKILL after ``timeout``)."""
-        pid = self.running_pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(pid):
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    deadline = time.monotonic() + timeout
-                time.sleep(0.1)
-        self.pid_file.unlink(missing_ok=True)
+        server_process.stop(self.pid_file, timeout)
         self._passfile.unlink(missing_ok=True)
 
     def _log_tail(self) -> str:
         return self.log_file.read_text(errors="replace")[-3000:] if self.log_file.exists() else ""
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs (a child that exited is reaped here)."""
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def server_from_env() -> RestCatalogServer:
