@@ -156,3 +156,49 @@ def run_job(
         timeout=timeout,
         check=False,
     )
+
+
+_LOG4J2 = """\
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d %p %c: %m%n
+"""
+
+
+def spark_conf_with_logs(root: Path, loggers: dict[str, str]) -> Path:
+    """A ``SPARK_CONF_DIR`` under ``root`` for a search of everything a run writes.
+
+    An event log in ``root / "events"``, uncompressed (plain JSON lines, which a
+    search for a secret can read), and log4j on stderr with ``loggers`` (logger
+    name: level) turned up, so that what they would print is there to search.
+    """
+    conf = root / "spark-conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    (root / "events").mkdir(exist_ok=True)
+    log4j = conf / "log4j2.properties"
+    levels = "".join(
+        f"logger.l{i}.name = {name}\nlogger.l{i}.level = {level}\n"
+        for i, (name, level) in enumerate(loggers.items())
+    )
+    log4j.write_text(_LOG4J2 + levels)
+    (conf / "spark-defaults.conf").write_text(
+        "spark.eventLog.enabled true\n"
+        "spark.eventLog.compress false\n"
+        f"spark.eventLog.dir file://{root / 'events'}\n"
+        f"spark.driver.extraJavaOptions -Dlog4j2.configurationFile=file://{log4j}\n"
+    )
+    return conf
+
+
+def files_containing(roots: Sequence[Path], secret: str) -> list[str]:
+    """The files under ``roots`` (files or folders) whose bytes hold ``secret``."""
+    found = []
+    for root in roots:
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if path.is_file() and secret.encode() in path.read_bytes():
+                found.append(str(path))
+    return found

@@ -25,7 +25,7 @@ from harness import describe, keep_output, kill_job, run_job, start_job
 from infra import assert_still_running, free_port_pair, own_pipeline, wait_for_batches
 from invariants import assert_rerun_changes_nothing, check_invariants, snapshot_ids
 from reference_fold import Record
-from support import send
+from support import files_containing, send, spark_conf_with_logs
 
 from cdc_iceberg.generator import ArticleSource
 from cdc_iceberg.local.object_store import ObjectStore
@@ -37,22 +37,12 @@ BUCKET = "lake"
 PARTITIONS = 2
 ACCESS_KEY = "AKIA" + secrets.token_hex(8).upper()
 SECRET_KEY = "s3Secret" + secrets.token_hex(16)
-
-_LOG4J2 = """\
-rootLogger.level = warn
-rootLogger.appenderRef.stderr.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d %p %c: %m%n
-logger.s3a.name = org.apache.hadoop.fs.s3a
-logger.s3a.level = debug
-logger.iceberg.name = org.apache.iceberg.aws
-logger.iceberg.level = debug
-logger.sdk.name = software.amazon.awssdk.auth
-logger.sdk.level = debug
-"""
+# S3A, Iceberg's AWS client and the SDK's credential lookup at DEBUG: none may print the key
+S3_CLIENT_LOGS = {
+    "org.apache.hadoop.fs.s3a": "debug",
+    "org.apache.iceberg.aws": "debug",
+    "software.amazon.awssdk.auth": "debug",
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +63,7 @@ def object_store(work_dir: Path, logs: Path) -> Iterator[ObjectStore]:
     :func:`test_no_log_or_output_holds_the_secret_key`.
     """
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SPARK_CONF_DIR", str(_spark_conf_dir(logs)))
+        patch.setenv("SPARK_CONF_DIR", str(spark_conf_with_logs(logs, S3_CLIENT_LOGS)))
         patch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         patch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         patch.setenv("AWS_REGION", "us-east-1")
@@ -202,31 +192,6 @@ def test_lost_checkpoint_resumes_from_the_table(
     assert checkpoint_keys(object_store, on_s3), "the drain started a new checkpoint"
 
 
-def _spark_conf_dir(root: Path) -> Path:
-    """spark-defaults with an uncompressed event log; S3A, Iceberg AWS, SDK auth at DEBUG."""
-    conf = root / "spark-conf"
-    conf.mkdir(parents=True, exist_ok=True)
-    (root / "events").mkdir(exist_ok=True)
-    log4j = conf / "log4j2.properties"
-    log4j.write_text(_LOG4J2)
-    (conf / "spark-defaults.conf").write_text(
-        "spark.eventLog.enabled true\n"
-        "spark.eventLog.compress false\n"
-        f"spark.eventLog.dir file://{root / 'events'}\n"
-        f"spark.driver.extraJavaOptions -Dlog4j2.configurationFile=file://{log4j}\n"
-    )
-    return conf
-
-
-def _files_containing(roots: list[Path], secret: str) -> list[str]:
-    found = []
-    for root in roots:
-        for path in [root] if root.is_file() else sorted(root.rglob("*")):
-            if path.is_file() and secret.encode() in path.read_bytes():
-                found.append(str(path))
-    return found
-
-
 def test_no_log_or_output_holds_the_secret_key(
     on_s3: Settings,
     object_store: ObjectStore,
@@ -259,4 +224,4 @@ def test_no_log_or_output_holds_the_secret_key(
     captured = capfd.readouterr()
     (logs / "test.out").write_text(captured.out + captured.err)
     roots = [logs, object_store.log_file]
-    assert _files_containing(roots, SECRET_KEY) == []
+    assert files_containing(roots, SECRET_KEY) == []

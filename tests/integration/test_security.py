@@ -23,7 +23,13 @@ from pathlib import Path
 
 import pytest
 from reference_fold import fold
-from support import assert_table_equals_fold, prepare_airflow_db, send
+from support import (
+    assert_table_equals_fold,
+    files_containing,
+    prepare_airflow_db,
+    send,
+    spark_conf_with_logs,
+)
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.generator import ArticleSource
@@ -31,24 +37,15 @@ from cdc_iceberg.local.kafka_broker import BrokerSecurity, KafkaBroker, make_tls
 from cdc_iceberg.settings import PROJECT_ROOT, Settings
 from cdc_iceberg.spark_conf import spark_env
 
+# the Kafka clients print their configuration at INFO: the password must not be in it
+KAFKA_CLIENT_LOGS = {"org.apache.kafka.clients": "info"}
+
 pytestmark = pytest.mark.integration
 
 USER = "cdc"
 PASSWORD = "cdcPw" + secrets.token_hex(12)
 BROKER_PASSWORD = "brokerPw" + secrets.token_hex(12)
 CONN_ID = "kafka_secure"
-
-_LOG4J2 = """\
-rootLogger.level = warn
-rootLogger.appenderRef.stderr.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d %p %c: %m%n
-logger.kafka.name = org.apache.kafka.clients
-logger.kafka.level = info
-"""
 
 
 def _free_port_pair() -> int:
@@ -131,30 +128,13 @@ def _connection(settings: Settings, password: str) -> str:
     )
 
 
-def _spark_conf_dir(root: Path) -> Path:
-    """spark-defaults with an event log, and Kafka client logging at INFO (config dumps)."""
-    conf = root / "spark-conf"
-    conf.mkdir(parents=True, exist_ok=True)
-    (root / "events").mkdir(exist_ok=True)
-    log4j = conf / "log4j2.properties"
-    log4j.write_text(_LOG4J2)
-    (conf / "spark-defaults.conf").write_text(
-        "spark.eventLog.enabled true\n"
-        # plain JSON lines, so that a search for the password can find it
-        "spark.eventLog.compress false\n"
-        f"spark.eventLog.dir file://{root / 'events'}\n"
-        f"spark.driver.extraJavaOptions -Dlog4j2.configurationFile=file://{log4j}\n"
-    )
-    return conf
-
-
 def run_job(
     settings: Settings, logs: Path, name: str, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     """spark-submit the drain with the settings (credentials too) in its environment."""
     env = spark_env()
     env.update(settings.to_env())
-    env["SPARK_CONF_DIR"] = str(_spark_conf_dir(logs))
+    env["SPARK_CONF_DIR"] = str(spark_conf_with_logs(logs, KAFKA_CLIENT_LOGS))
     result = subprocess.run(
         [sys.executable, "-m", "cdc_iceberg.submit"],
         env=env,
@@ -172,15 +152,6 @@ def run_job(
 def _use_environment(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in settings.to_env().items():
         monkeypatch.setenv(key, value)
-
-
-def _files_containing(roots: list[Path], secret: str) -> list[str]:
-    found = []
-    for root in roots:
-        for path in [root] if root.is_file() else sorted(root.rglob("*")):
-            if path.is_file() and secret.encode() in path.read_bytes():
-                found.append(str(path))
-    return found
 
 
 def test_sasl_ssl_pipeline_is_exact_and_never_logs_the_password(
@@ -273,7 +244,7 @@ def test_sasl_ssl_pipeline_is_exact_and_never_logs_the_password(
     events = [p for p in (logs / "events").rglob("*") if p.is_file() and p.stat().st_size]
     assert any(b"SparkListenerApplicationStart" in p.read_bytes() for p in events), events
     for secret in (PASSWORD, BROKER_PASSWORD):
-        assert _files_containing(roots, secret) == []
+        assert files_containing(roots, secret) == []
 
 
 def test_wrong_password_fails_soon_with_an_authentication_error(
@@ -313,4 +284,4 @@ def test_job_with_a_wrong_password_exits_with_an_authentication_error(
     assert job.returncode != 0
     assert "authentication failed" in job.stdout + job.stderr, job.stderr[-3000:]
     assert time.monotonic() - started < 240
-    assert _files_containing([logs], wrong) == []
+    assert files_containing([logs], wrong) == []
