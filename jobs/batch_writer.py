@@ -43,8 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("cdc_to_iceberg")
 
 
-# how far past a key change's create (Kafka time) the changes ahead are read: the
-# updates before it are written first, but another partition's leader may stamp them
+# how far past a key change's create the changes ahead are read on a topic whose
+# records carry the broker's time (LogAppendTime): the old key's updates before the
+# create are sent first, but another partition's leader may append them later
 AHEAD_MARGIN_MS = 5_000
 
 
@@ -711,27 +712,33 @@ class BatchWriter:
 
         A key change's create, in the new key's partition, may be read before
         the old key's last updates, in a partition that lags behind: its TOAST
-        placeholders stand for values the batch has not read yet. Those updates
-        were written to Kafka before the create (Debezium writes the delete of
-        the old key, and before it the key's updates, ahead of the create), so
-        they are among the records whose Kafka time is at most the create's:
-        read from the batch's end offsets up to that time plus
-        ``AHEAD_MARGIN_MS``. They are only read, for the fill; their own batch
-        applies them. None when no create needs a fill or nothing lies ahead.
+        placeholders stand for values the batch has not read yet (when neither
+        the batch nor the tombstone table holds the change's delete). Those
+        updates were written to Kafka before the create (Debezium writes the
+        delete of the old key, and before it the key's updates, ahead of the
+        create), so they are among the records whose Kafka time is at most the
+        create's (plus ``AHEAD_MARGIN_MS`` under LogAppendTime): read from the
+        batch's end offsets up to there. They are only read, for the fill; their
+        own batch applies them. None when no create needs it or nothing lies ahead.
         """
         from pyspark.sql import functions as F
 
         from cdc_iceberg.spark_conf import kafka_source_options
         from jobs import transforms
 
-        creates = valid.join(old, ["kafka_partition", "kafka_offset"]).where(
-            (F.col("cdc_op") == "c") & (F.size("_unavailable") > 0)
+        pending = transforms.creates_before_their_delete(
+            valid, old, self.spark.table(self.tables.tombstones), key=self.key
         )
-        newest = creates.agg(F.max(F.unix_millis("_kafka_timestamp"))).first()[0]
+        newest, broker_time = pending.agg(
+            F.max(F.unix_millis("_kafka_timestamp")), F.max("_log_append_time")
+        ).first()
         if newest is None:
             return None
         settings = self.settings
-        until = kafka_offsets.offsets_for_timestamp(settings, newest + AHEAD_MARGIN_MS + 1)
+        # a producer stamps its records in the order it sends them: none of the old key's
+        # changes before the create is later than it; the brokers' stamps may be
+        margin = AHEAD_MARGIN_MS if broker_time else 0
+        until = kafka_offsets.offsets_for_timestamp(settings, newest + margin + 1)
         read = {p: end.get(p, self.progress.get(p, self.initial_offsets.get(p, 0))) for p in until}
         # Spark's batch source takes every partition: an empty range where nothing is ahead
         start = {p: min(read[p], until[p]) for p in until}

@@ -43,6 +43,8 @@ VALID_OPS = ("c", "u", "r", "d")
 # Debezium's headers of a primary-key change: the create names the old key, the delete the new
 OLD_KEY_HEADER = "__debezium.oldkey"
 NEW_KEY_HEADER = "__debezium.newkey"
+# Kafka's timestampType of a record stamped by the broker (0: by its producer)
+LOG_APPEND_TIME = 1
 FLAT_FIELDS = ("__op", "__deleted", "__source_ts_ms", "__lsn", "__ts_ms", "__table", "__db")
 
 
@@ -567,6 +569,42 @@ def old_keys(raw: DataFrame, key: Sequence[tuple[str, str]]) -> DataFrame:
         F.col("partition").cast("int").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         old_key.alias("_old_key"),
+        (F.col("timestampType") == LOG_APPEND_TIME).alias("_log_append_time"),
+    )
+
+
+def creates_before_their_delete(
+    events: DataFrame, old: DataFrame, tombstones: DataFrame, *, key: Sequence[str]
+) -> DataFrame:
+    """The creates of key changes whose TOAST placeholders may stand for changes not read yet.
+
+    A create with placeholders (``events`` are typed valid changes, ``old``
+    comes from :func:`old_keys`) whose old key's delete, the other half of the
+    same change (same ``ts_ms`` and ``lsn``, marked ``_kafka_moved``), is
+    neither among ``events`` nor remembered with its image in ``tombstones``:
+    the old key's partition has not been read up to the change. Output: the
+    creates' ``_kafka_timestamp`` and ``_log_append_time``.
+    """
+    creates = events.join(old, _COORDINATES).where(
+        (F.col("cdc_op") == "c") & (F.size("_unavailable") > 0)
+    )
+    change = ["_of", "_ots", "_olsn"]
+
+    def deletes(frame: DataFrame) -> DataFrame:
+        return frame.select(
+            _key_struct(key).alias("_of"), F.col("ts_ms").alias("_ots"), F.col("lsn").alias("_olsn")
+        )
+
+    seen = deletes(events.where((F.col("cdc_op") == "d") & F.col("_kafka_moved"))).unionByName(
+        deletes(tombstones.where(F.col(IMAGE).isNotNull()))
+    )
+    same = (
+        (F.col("_old_key") == F.col("_of"))
+        & F.col("ts_ms").eqNullSafe(F.col("_ots"))
+        & F.col("lsn").eqNullSafe(F.col("_olsn"))
+    )
+    return creates.join(seen.select(*change), same, "left_anti").select(
+        "_kafka_timestamp", "_log_append_time"
     )
 
 
@@ -696,7 +734,7 @@ def fill_from_old_key(
     ``stored`` holds (:func:`stored_versions`). ``events`` are typed valid
     changes; ``old`` comes from :func:`old_keys`. Other events pass as they are.
     """
-    targets = events.join(old, _COORDINATES).where(
+    targets = events.join(old.select(*_COORDINATES, "_old_key"), _COORDINATES).where(
         (F.col("cdc_op") == "c") & (F.size("_unavailable") > 0)
     )
     data = [c for c in columns if c not in key]

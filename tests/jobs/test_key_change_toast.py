@@ -162,3 +162,68 @@ def test_a_key_change_applied_before_its_create_leaves_the_old_row_for_it(spark:
         key=KEY,
     ).collect()
     assert [(r.article_id, r.body, r._unavailable) for r in out] == [("a2", "newest body of a", [])]
+
+
+def test_a_create_read_before_its_delete_takes_the_old_rows_updates_read_ahead(
+    spark: Any,
+) -> None:
+    """The old key's partition lags: the batch holds the create of a key change but not
+    its delete, nor the update just before it. Such a create is found, and the changes
+    read ahead of the batch give it the update's value."""
+    from jobs.transforms import (
+        creates_before_their_delete,
+        fill_from_old_key,
+        old_keys,
+        parse_events,
+        type_columns,
+    )
+
+    def typed(raw: Any) -> Any:
+        parsed = type_columns(parse_events(raw, "envelope", KEY), ARTICLE_COLUMNS, KEY)
+        return parsed.localCheckpoint().where("_problem IS NULL")
+
+    placeholder = {"title": "T", "body": TOAST_PLACEHOLDER}
+    batch = _raw(
+        spark,
+        [
+            # "b" -> "b2": the delete of "b" and its update before it are not read yet
+            (_event("c", "b2", 20, **placeholder), _old_key_header("b")),
+            # "c" -> "c2": both halves in the batch
+            (_event("d", "c", 30), [("__debezium.newkey", b'{"article_id": "c2"}')]),
+            (_event("c", "c2", 30, **placeholder), _old_key_header("c")),
+            # "e" -> "e2": the delete was applied by an earlier batch, with its image
+            (_event("c", "e2", 40, **placeholder), _old_key_header("e")),
+        ],
+    )
+    events = typed(batch)
+    old = old_keys(batch, [(ARTICLE_KEY, "string")])
+    tombstones = spark.createDataFrame(
+        [("e", 1000, 40, 1, 3, ("T", "body of e", 1000, 39, 1, 2))],
+        f"article_id string, {SEQ}, image struct<title: string, body: string, {_IMAGE_SEQ}>",
+    )
+
+    pending = creates_before_their_delete(events, old, tombstones, key=KEY).collect()
+    assert len(pending) == 1 and pending[0]._log_append_time is False
+
+    stored = spark.createDataFrame(
+        [("b", 900, 5, 0, 0, "T", "stored body of b")],
+        f"article_id string, {SEQ}, title string, body string",
+    )
+    ahead = typed(
+        _raw(
+            spark,
+            [
+                (_event("u", "b", 15, title="T", body="updated body of b"), []),
+                (_event("d", "b", 20), [("__debezium.newkey", b'{"article_id": "b2"}')]),
+                (_event("c", "b", 25, title="T", body="a later row of key b"), []),
+            ],
+        )
+    )
+    names = ["article_id", "title", "body"]
+
+    def body_of_b2(**ahead_or_not: Any) -> str:
+        filled = fill_from_old_key(events, old, [stored], names, key=KEY, **ahead_or_not)
+        return str(filled.where("article_id = 'b2'").first().body)
+
+    assert body_of_b2(ahead=ahead) == "updated body of b"
+    assert body_of_b2() == "stored body of b"  # what the table held: stale
