@@ -46,7 +46,9 @@ def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours
 
     The delete of a primary-key change keeps its image (the row it removed) for
     the whole retention: the create of the new key, in another Kafka partition,
-    may come later than a newer version of the old key.
+    may come later than a newer version of the old key. Such rows match neither
+    MERGE (the condition is in ``ON``), so a table whose only extra rows are
+    images is not rewritten on every run.
     """
     from pyspark.sql import functions as F
 
@@ -64,14 +66,21 @@ def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours
     spark.sql(
         f"MERGE INTO {tables.tombstones} t USING {tables.live} l "
         f"ON {key_match('t', 'l', key)} AND {seq_newer('l', 't', order)} "
-        f"WHEN MATCHED AND t.{IMAGE} IS NULL THEN DELETE"
+        f"AND t.{IMAGE} IS NULL WHEN MATCHED THEN DELETE"
     )
-    # the newest tombstone per key, materialized for the same reason
+    # the newest tombstone per key, of the keys with an older one to forget (not an
+    # image), materialized for the same reason
+    newest_row = F.struct(*order)
+    plain = F.col(IMAGE).isNull()
     newest = (
         spark.table(tables.tombstones)
         .groupBy(*key)
-        .agg(F.max(F.struct(*order)).alias("n"), F.count(F.lit(1)).alias("copies"))
-        .where(F.col("copies") > 1)
+        .agg(
+            F.max(newest_row).alias("n"),
+            F.count(F.when(plain, 1)).alias("plain"),
+            F.max_by(plain, newest_row).alias("newest_plain"),
+        )
+        .where(F.col("plain") > F.when(F.col("newest_plain"), 1).otherwise(0))
         .select(*key, *[F.col(f"n.{c}").alias(c) for c in order])
         .localCheckpoint()
     )
@@ -81,7 +90,7 @@ def prune_tombstones(spark: SparkSession, tables: IcebergTables, retention_hours
     spark.sql(
         f"MERGE INTO {tables.tombstones} t USING cdc_newest_tombstones n "
         f"ON {key_match('t', 'n', key)} AND {seq_newer('n', 't', order)} "
-        f"WHEN MATCHED AND t.{IMAGE} IS NULL THEN DELETE"
+        f"AND t.{IMAGE} IS NULL WHEN MATCHED THEN DELETE"
     )
 
 

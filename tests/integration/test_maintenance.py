@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from articles import ARTICLE_KEY, KEY
 from reference_fold import fold
-from support import assert_table_equals_fold, read_rows, send
+from support import assert_table_equals_fold, catalog, read_rows, send
 
 from cdc_iceberg.generator import ArticleSource
 from cdc_iceberg.schema import IMAGE, SEQUENCE
@@ -22,6 +22,11 @@ pytestmark = pytest.mark.integration
 def _tombstone_rows(settings: Settings) -> list[tuple[str, tuple[int, ...]]]:
     rows = read_rows(settings, settings.tombstone_table)
     return [(r[ARTICLE_KEY], tuple(r[c] for c in SEQUENCE)) for r in rows]  # type: ignore[misc]
+
+
+def _tombstone_files(settings: Settings) -> set[str]:
+    loaded = catalog(settings).load_table(settings.tombstone_table)
+    return {task.file.file_path for task in loaded.scan().plan_files()}
 
 
 def _tombstones(settings: Settings) -> dict[str, tuple[int, ...]]:
@@ -79,14 +84,24 @@ def test_prune_drops_superseded_and_expired_tombstones(
     image = (other["_seq"][0] - 5, *other["_seq"][1:])
     _remember(spark, tables, other_key, image, {"title": "the row before its key changed"})
 
+    # and the image of a deleted key's earlier key change, older than its delete in force
+    gone_key, (ts_ms, lsn, partition, offset) = sorted(expected.deleted.items())[1]
+    old_image = (ts_ms - 5, lsn, partition, offset)
+    _remember(spark, tables, gone_key, old_image, {"title": "before the key change"})
+
     prune_tombstones(spark, tables, retention_hours=24)
 
-    assert {k: s for k, s in _tombstone_rows(settings) if k != other_key} == {
+    images = [(other_key, image), (gone_key, old_image)]
+    assert {k: s for k, s in _tombstone_rows(settings) if (k, s) not in images} == {
         k: before[k] for k in expected.deleted
     }
-    assert (other_key, image) in _tombstone_rows(settings)
-    assert len(_tombstone_rows(settings)) == len(expected.deleted) + 1, "one per key, and the image"
+    assert all(i in _tombstone_rows(settings) for i in images)
+    assert len(_tombstone_rows(settings)) == len(expected.deleted) + 2, "one per key, and images"
     assert_table_equals_fold(settings, expected.rows)
+    # with nothing left to forget but the images, a prune rewrites no file
+    files = _tombstone_files(settings)
+    prune_tombstones(spark, tables, retention_hours=24)
+    assert _tombstone_files(settings) == files
 
     prune_tombstones(spark, tables, retention_hours=0)  # every delete is past retention now
     assert _tombstones(settings) == {}
