@@ -573,6 +573,13 @@ def old_keys(raw: DataFrame, key: Sequence[tuple[str, str]]) -> DataFrame:
     )
 
 
+def _toasted_creates(events: DataFrame, old: DataFrame) -> DataFrame:
+    """The creates of key changes (``old``: :func:`old_keys`) with TOAST placeholders."""
+    return events.join(old, _COORDINATES).where(
+        (F.col("cdc_op") == "c") & (F.size("_unavailable") > 0)
+    )
+
+
 def creates_before_their_delete(
     events: DataFrame, old: DataFrame, tombstones: DataFrame, *, key: Sequence[str]
 ) -> DataFrame:
@@ -585,9 +592,7 @@ def creates_before_their_delete(
     the old key's partition has not been read up to the change. Output: the
     creates' ``_kafka_timestamp`` and ``_log_append_time``.
     """
-    creates = events.join(old, _COORDINATES).where(
-        (F.col("cdc_op") == "c") & (F.size("_unavailable") > 0)
-    )
+    creates = _toasted_creates(events, old)
     change = ["_of", "_ots", "_olsn"]
 
     def deletes(frame: DataFrame) -> DataFrame:
@@ -734,9 +739,7 @@ def fill_from_old_key(
     ``stored`` holds (:func:`stored_versions`). ``events`` are typed valid
     changes; ``old`` comes from :func:`old_keys`. Other events pass as they are.
     """
-    targets = events.join(old.select(*_COORDINATES, "_old_key"), _COORDINATES).where(
-        (F.col("cdc_op") == "c") & (F.size("_unavailable") > 0)
-    )
+    targets = _toasted_creates(events, old.select(*_COORDINATES, "_old_key"))
     data = [c for c in columns if c not in key]
     joined = _values_before(
         targets.withColumn("_of", F.col("_old_key")).withColumn("_tseq", sequence(order=order)),
