@@ -305,6 +305,8 @@ def target_chart(data: dict[str, Any], path: Path) -> None:
 DRAW = {
     "w1": workload,
     "w2": workload,
+    "w3": workload,
+    "fixed": workload,
     "sweep": sweep,
     "layout": layout,
     "merge_scaling": scaling,
@@ -315,6 +317,8 @@ DRAW = {
 _BY_FIGURE = {
     "w1_throughput": "w1",
     "w2_throughput": "w2",
+    "w3_throughput": "w3",
+    "fixed_cost": "fixed",
     "batch_sweep": "sweep",
     "layout_cow_vs_mor": "layout",
     "merge_scaling": "merge_scaling",

@@ -61,6 +61,14 @@ class Scale:
     layout_batch: int = 0
     layout_reads_after: tuple[int, ...] = ()  # full-scan read after this many batches in total
     layout_preload: int = 0
+    # W3: the W1 events into a table of narrow rows (short bodies, to fit the disk)
+    preload_w3: int = 0
+    w3_contenders: tuple[str, ...] = ()
+    w3_body_bytes: int = 40
+    # the fixed cost of a batch: small batches into a big table
+    fixed_preload: int = 0
+    fixed_batches: int = 0
+    fixed_batch: int = 1_000
 
     @property
     def layout_events(self) -> int:
@@ -84,6 +92,10 @@ SCALES: dict[str, Scale] = {
         batch=2_000,
         w1_contenders=ALL_CONTENDERS,
         w2_contenders=("product", "naive"),
+        preload_w3=200_000,
+        w3_contenders=("product", "naive"),
+        fixed_preload=40_000,
+        fixed_batches=5,
         idle_repeats=3,
         task_timeout_s=600,
     ),
@@ -104,6 +116,10 @@ SCALES: dict[str, Scale] = {
         layout_batch=500,
         layout_reads_after=(1, 2),
         layout_preload=5_000,
+        preload_w3=100_000,
+        w3_contenders=("product", "naive"),
+        fixed_preload=5_000,
+        fixed_batches=3,
         idle_repeats=3,
         task_timeout_s=900,
     ),
@@ -137,6 +153,10 @@ SCALES: dict[str, Scale] = {
         layout_batch=10_000,
         layout_reads_after=(1, 10, 50),
         layout_preload=1_000_000,
+        preload_w3=50_000_000,
+        w3_contenders=("product", "naive"),
+        fixed_preload=10_000_000,
+        fixed_batches=20,
         idle_repeats=20,
         task_timeout_s=3 * 3600,
     ),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -187,7 +188,9 @@ def _progress_listener(
             durations = dict(progress.durationMs or {})
             if not progress.numInputRows:
                 return
+            jobs = spark_jobs_by_batch(spark).get(int(progress.batchId), {})
             seen[int(progress.batchId)] = {
+                **jobs,
                 "records": _records(progress),
                 "trigger_s": durations.get("triggerExecution", 0) / 1000,
                 "add_batch_s": durations.get("addBatch", 0) / 1000,
@@ -259,6 +262,45 @@ def _with_records(batches: list[dict[str, Any]], settings: Settings) -> list[dic
         if batch["batch_id"] in counted:
             batch["records"] = counted[batch["batch_id"]]
     return batches
+
+
+_BATCH_DESCRIPTION = re.compile(r"batch = (\d+)$")
+
+
+def spark_jobs_by_batch(spark: SparkSession) -> dict[int, dict[str, Any]]:
+    """The Spark jobs each micro-batch ran: how many, their summed wall time, their call sites.
+
+    Read from the driver's status store (kept with the UI off too), where
+    Structured Streaming describes every job of a micro-batch as ``... batch = N``.
+    The store keeps the newest ``spark.ui.retainedJobs`` jobs (the job sets 100),
+    so the progress listener reads it as each batch ends.
+    """
+    store = spark.sparkContext._jsc.sc().statusStore()  # type: ignore[union-attr]
+    found: dict[int, dict[str, Any]] = {}
+    jobs = store.jobsList(None).iterator()
+    while jobs.hasNext():
+        job = jobs.next()
+        description = job.description()
+        if not description.isDefined():
+            continue
+        match = _BATCH_DESCRIPTION.search(str(description.get()))
+        if match is None:
+            continue
+        entry = found.setdefault(
+            int(match.group(1)), {"spark_jobs": 0, "spark_job_s": 0.0, "spark_job_list": []}
+        )
+        entry["spark_jobs"] += 1
+        submitted, completed = job.submissionTime(), job.completionTime()
+        seconds = 0.0
+        if submitted.isDefined() and completed.isDefined():
+            seconds = (completed.get().getTime() - submitted.get().getTime()) / 1000
+        entry["spark_job_s"] += seconds
+        # the job's call site (``collect at …``) and its wall time, in the order they ran
+        entry["spark_job_list"].append((int(job.jobId()), str(job.name()), round(seconds, 3)))
+    for entry in found.values():
+        entry["spark_job_s"] = round(entry["spark_job_s"], 3)
+        entry["spark_job_list"] = [[name, s] for _, name, s in sorted(entry["spark_job_list"])]
+    return found
 
 
 def _wait_for(seen: dict[int, Any], count: int, timeout: float = 10.0) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import contenders
+from bench.common import BODY_BYTES
 
 PROCESS_STARTED = time.monotonic()
 
@@ -80,7 +81,7 @@ def task_preload(spec: dict[str, Any], out: Out) -> None:
             table = contenders.create_table(spark, settings, target["kind"])
             rows = int(target.get("rows", spec["rows"]))
             if rows:
-                frame = preload_frame(spark, rows)
+                frame = preload_frame(spark, rows, int(spec.get("body_bytes", BODY_BYTES)))
                 columns = [f.name for f in spark.table(table).schema.fields]
                 frame.select(*columns).writeTo(table).append()
             out(
@@ -185,7 +186,7 @@ def task_series(spec: dict[str, Any], out: Out) -> None:
 
 def task_layout(spec: dict[str, Any], out: Out) -> None:
     """Product job on CoW and MoR tables; full-scan read after each phase."""
-    from bench.common import BODY_BYTES, PARTITIONS, SEED
+    from bench.common import PARTITIONS, SEED
     from cdc_iceberg.generator import ArticleSource, produce
     from cdc_iceberg.kafka_offsets import ensure_topic
 
