@@ -78,6 +78,9 @@ class Settings:
     truncate_policy: TruncatePolicy = "dead-letter"
     sequence_order: str = "ts_ms"
     tombstone_retention_hours: int = 24 * 7
+    # the drain compacts the tombstone table once a batch leaves it with more data files
+    # than this (each append writes a file per bucket it touches); 0: only maintenance does
+    tombstone_compact_files: int = 256
     spark_master: str = "local[*]"
     # the Python that executors start (spark.pyspark.python), as the workers know it;
     # "" for the driver's own (a local master, or workers with the same Python)
@@ -134,6 +137,10 @@ class Settings:
             raise SettingsError("MAX_OFFSETS_PER_TRIGGER must be a positive number of records")
         if self.parallel_tables < 1:
             raise SettingsError("CDC_PARALLEL_TABLES must be at least 1")
+        if self.tombstone_compact_files < 0:
+            raise SettingsError(
+                "CDC_TOMBSTONE_COMPACT_FILES must be 0 (maintenance only) or a number of files"
+            )
         if self.kafka_min_partitions < 0:
             raise SettingsError("KAFKA_MIN_PARTITIONS must be 0 (automatic) or a number of tasks")
         if self.iceberg_s3_endpoint and urlparse(self.iceberg_s3_endpoint).scheme not in (
@@ -302,6 +309,7 @@ _RENAMED = {
     "TRUNCATE_POLICY": "CDC_TRUNCATE_POLICY",
     "SEQUENCE_ORDER": "CDC_SEQUENCE",
     "TOMBSTONE_RETENTION_HOURS": "CDC_TOMBSTONE_RETENTION_HOURS",
+    "TOMBSTONE_COMPACT_FILES": "CDC_TOMBSTONE_COMPACT_FILES",
     "JARS_DIR": "CDC_JARS_DIR",
     "FAILPOINT": "CDC_FAILPOINT",
     "S3_REGION": "AWS_REGION",
@@ -311,6 +319,7 @@ _INT_FIELDS = {
     "kafka_min_partitions",
     "parallel_tables",
     "tombstone_retention_hours",
+    "tombstone_compact_files",
     "spark_shuffle_partitions",
     "iceberg_buckets",
     "maintenance_snapshot_retention_hours",

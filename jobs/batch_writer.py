@@ -704,6 +704,42 @@ class BatchWriter:
         metrics.stale = key_count - metrics.inserted - metrics.updated - metrics.deleted
         self.progress = merged_end
         failpoint(settings, "after_iceberg_commit", batch_id)
+        if scan.deletes:
+            self._compact_tombstones(batch_id)
+
+    def _compact_tombstones(self, batch_id: int) -> None:
+        """Rewrite the tombstone table's files once the drain has left too many of them.
+
+        Each batch with deletes appends a small file per bucket it touches, and
+        every batch reads the whole tombstone table twice (the append skips the
+        deletes it remembers, the live MERGE's source drops outdated changes):
+        over a long drain of small batches, thousands of files made both slower
+        with every batch. After the batch's commit (the table's progress is
+        recorded), so a crash here loses nothing; a rewrite that loses a race
+        with maintenance is planned again.
+        """
+        from jobs.iceberg_tables import rewrite_data_files_sql, sql_retrying
+
+        limit = self.settings.tombstone_compact_files
+        if not limit or self.dry_run or self.replay is not None:
+            return
+        files = self.tables.data_file_count(self.tables.tombstones)
+        if files <= limit:
+            return
+        target = self.settings.maintenance_target_file_mb * 1024 * 1024
+        # one commit: the tombstone table is small, and its rewrite in parts is slow
+        statement = rewrite_data_files_sql(self.tables.tombstones, target, partial_progress=False)
+        rows = sql_retrying(self.spark, statement)
+        rewritten = int(rows[0][0]) if rows else 0
+        STEPS.mark("compact-tombstones")
+        log.info(
+            "batch %s: tombstone table had %s data files (CDC_TOMBSTONE_COMPACT_FILES=%s): "
+            "%s rewritten",
+            batch_id,
+            files,
+            limit,
+            rewritten,
+        )
 
     def _changes_ahead(
         self, valid: DataFrame, old: DataFrame, end: dict[int, int], batch_id: int

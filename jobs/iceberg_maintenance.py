@@ -120,19 +120,14 @@ def restamp_progress(tables: IcebergTables, attempts: int = 5) -> bool:
 
 
 def maintain_table(spark: SparkSession, settings: Settings, table: str) -> dict[str, Any]:
-    from jobs.iceberg_tables import sql_retrying
+    from jobs.iceberg_tables import rewrite_data_files_sql, sql_retrying
 
     catalog = settings.iceberg_catalog_name
     name = table.split(".", 1)[1]
     target = settings.maintenance_target_file_mb * 1024 * 1024
     report: dict[str, Any] = {"table": name}
     # the drain may commit meanwhile: a step that loses that race is planned again
-    rows = sql_retrying(
-        spark,
-        f"CALL {catalog}.system.rewrite_data_files(table => '{name}', "
-        f"options => map('min-input-files', '2', 'delete-file-threshold', '1', "
-        f"'target-file-size-bytes', '{target}', 'partial-progress.enabled', 'true'))",
-    )
+    rows = sql_retrying(spark, rewrite_data_files_sql(table, target))
     report["rewritten_files"] = int(rows[0][0]) if rows else 0
     sql_retrying(spark, f"CALL {catalog}.system.rewrite_manifests('{name}')")
     return report

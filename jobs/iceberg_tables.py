@@ -307,6 +307,24 @@ def append_tombstones_sql(
     )
 
 
+def rewrite_data_files_sql(table: str, target_bytes: int, partial_progress: bool = True) -> str:
+    """Iceberg's compaction of ``catalog.namespace.table``: small files, and files with deletes.
+
+    With ``partial_progress``, committed in parts, so that a long rewrite that
+    loses a race with the drain keeps what it finished. Without it, one commit:
+    on a table of many small files (320 files of a 16-bucket table, measured)
+    that took 1.5 to 2.6 s and left a file per bucket, where the rewrite in
+    parts took 9 to 12 s and left 54 to 130 files.
+    """
+    catalog, name = table.split(".", 1)
+    partial = "true" if partial_progress else "false"
+    return (
+        f"CALL {catalog}.system.rewrite_data_files(table => '{name}', "
+        f"options => map('min-input-files', '2', 'delete-file-threshold', '1', "
+        f"'target-file-size-bytes', '{target_bytes}', 'partial-progress.enabled', '{partial}'))"
+    )
+
+
 def merge_dlq_sql(table: str, source: str) -> str:
     """Dead letters keyed by their Kafka coordinates, so a replay adds nothing."""
     return (
@@ -741,6 +759,13 @@ class IcebergTables:
         if snapshot is None:
             return 0
         return int(snapshot.summary().get("total-records") or 0)
+
+    def data_file_count(self, table: str | None = None) -> int:
+        """Data files of the current snapshot."""
+        snapshot = self.java_table(table).currentSnapshot()
+        if snapshot is None:
+            return 0
+        return int(snapshot.summary().get("total-data-files") or 0)
 
     def committed_offsets(self) -> dict[int, int]:
         """The end offsets the live table records for this pipeline (its newest commit)."""

@@ -180,3 +180,31 @@ def test_progress_is_carried_only_onto_the_snapshot_it_was_read_from(
     )
     assert not restamp_progress(tables), "nothing to do when the current snapshot has progress"
     assert_table_equals_fold(settings, fold(records).rows)
+
+
+def test_a_long_drain_compacts_the_tombstone_table_and_forgets_no_delete(
+    spark: Any, pipeline: Settings
+) -> None:
+    """Each batch with deletes appends a file per bucket; past the limit the drain compacts."""
+    settings = pipeline.replace(
+        max_offsets_per_trigger=60, iceberg_buckets=2, tombstone_compact_files=6
+    )
+    source = ArticleSource(seed=53, partitions=3)
+    records = send(settings, source.random_history(500, 80, delete_share=0.3))
+
+    result = drain(spark, settings)
+
+    expected = fold(records)
+    assert len(result.batches) >= 8, "small batches: many tombstone appends"
+    loaded = catalog(settings).load_table(settings.tombstone_table)
+    operations = [s.summary.operation.value for s in loaded.snapshots() if s.summary]
+    assert operations.count("replace") >= 2, f"compacted more than once: {operations}"
+    files = _tombstone_files(settings)
+    assert len(files) <= 6 + 2, f"at most the limit plus one batch's append: {len(files)}"
+    assert expected.deleted and _tombstones(settings) == expected.deleted
+    assert_table_equals_fold(settings, expected.rows)
+    # a compaction runs after the batch's commit, without the batch's snapshot properties
+    compactions = [
+        s for s in loaded.snapshots() if s.summary and s.summary.operation.value == "replace"
+    ]
+    assert all("cdc.pipeline-id" not in s.summary.additional_properties for s in compactions)

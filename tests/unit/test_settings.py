@@ -115,3 +115,10 @@ def test_spark_reads_the_topic_committed_with_headers_and_the_security_settings(
     assert options["includeHeaders"] == "true"  # the key changes' old and new keys
     assert options["kafka.security.protocol"] == "SASL_SSL"
     assert "s3cret" in options["kafka.sasl.jaas.config"]
+
+
+def test_tombstone_compaction_limit() -> None:
+    assert Settings.from_env({}).tombstone_compact_files == 256
+    assert Settings.from_env({"CDC_TOMBSTONE_COMPACT_FILES": "0"}).tombstone_compact_files == 0
+    with pytest.raises(SettingsError, match="CDC_TOMBSTONE_COMPACT_FILES"):
+        Settings.from_env({"CDC_TOMBSTONE_COMPACT_FILES": "-1"})
