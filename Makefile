@@ -61,7 +61,7 @@ STAMP_APT := build/.system-packages
 .PHONY: setup jars class-archive system-packages kafka-up kafka-down cluster-up cluster-down \
         drain generate airflow-init demo \
         test test-faults lint clean airflow-ui maintain status dlq-replay bench bench-full \
-        bench-cluster
+        bench-cluster bench-freshness
 
 setup: $(STAMP_APT) $(STAMP_PY) jars class-archive
 
@@ -154,9 +154,15 @@ airflow-ui: airflow-init kafka-up
 
 bench: setup
 	$(PY) bench/run.py --quick
+	$(PY) bench/freshness.py --quick
 
 bench-full: setup
 	$(PY) bench/run.py --full
+	$(PY) bench/freshness.py --full
+
+# commit in Postgres to visible in Iceberg, through Debezium, at a sweep of rates
+bench-freshness: setup
+	$(PY) bench/freshness.py --quick
 
 # the drain on local[2], a standalone cluster of 1 and 2 workers, and 2 workers on S3
 bench-cluster: setup
