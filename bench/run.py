@@ -858,36 +858,16 @@ def main(argv: list[str] | None = None) -> int:
     for bench in chosen:
         bench_started = time.monotonic()
         try:
-            if bench == "w1":
-                results["w1"] = bench_workload(
-                    "w1",
+            if bench in ("w1", "w2", "w3"):
+                results[bench] = bench_workload(
+                    bench,
                     scale,
-                    scale.preload_w1,
-                    scale.w1_contenders,
+                    getattr(scale, f"preload_{bench}"),
+                    getattr(scale, f"{bench}_contenders"),
                     machine,
-                    True,
+                    bench == "w1",  # the idle run, after W1's product drain
                     args.keep_scratch,
-                )
-            elif bench == "w2":
-                results["w2"] = bench_workload(
-                    "w2",
-                    scale,
-                    scale.preload_w2,
-                    scale.w2_contenders,
-                    machine,
-                    False,
-                    args.keep_scratch,
-                )
-            elif bench == "w3":
-                results["w3"] = bench_workload(
-                    "w3",
-                    scale,
-                    scale.preload_w3,
-                    scale.w3_contenders,
-                    machine,
-                    False,
-                    args.keep_scratch,
-                    body_bytes=scale.w3_body_bytes,
+                    body_bytes=scale.w3_body_bytes if bench == "w3" else None,
                 )
             elif bench == "fixed":
                 results["fixed"] = bench_fixed(scale, machine, args.keep_scratch)
