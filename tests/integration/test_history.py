@@ -39,7 +39,7 @@ def settings(pipeline: Settings, work_dir: Path) -> Settings:
             }
         },
     )
-    return pipeline.replace(pipelines_file=path, max_offsets_per_trigger=150)
+    return pipeline.replace(pipelines_file=path, max_offsets_per_trigger=250)
 
 
 def stored_history(settings: Settings) -> dict[Any, list[Version]]:
