@@ -152,13 +152,17 @@ demo: setup kafka-up $(if $(CLUSTER),cluster-up) airflow-init $(if $(filter post
 airflow-ui: airflow-init kafka-up
 	$(PY) -m airflow standalone
 
+# the harness's figures, freshness through Postgres and Debezium, and the strict parse
+# against Spark's own from_json on the same bytes (batch_profile-<records>.json)
 bench: setup
 	$(PY) bench/run.py --quick
 	$(PY) bench/freshness.py --quick
+	$(PY) bench/profile_batch.py --records 20000
 
 bench-full: setup
 	$(PY) bench/run.py --full
 	$(PY) bench/freshness.py --full
+	$(PY) bench/profile_batch.py --records 100000
 
 # commit in Postgres to visible in Iceberg, through Debezium, at a sweep of rates
 bench-freshness: setup
