@@ -111,15 +111,8 @@ class _ConnectionFailures(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-def explain_refusal(
-    settings: Settings, messages: list[str], closed_counts: bool = True
-) -> str | None:
-    """A clear reason when failed connections show the broker refused these settings.
-
-    Without ``closed_counts``, only an answer that refused them: connections
-    the broker closed during the SASL exchange are also what a broker still
-    starting does.
-    """
+def explain_refusal(settings: Settings, messages: list[str]) -> str | None:
+    """A clear reason when failed connections show the broker refused these settings."""
     where = f"Kafka at {settings.kafka_bootstrap_servers}"
     text = "\n".join(messages)
     if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
@@ -138,11 +131,7 @@ def explain_refusal(
             f"{settings.kafka_ssl_cafile or '(system CAs)'} the CA that signed the broker's "
             f"certificate, and does the certificate name this host? {detail[-300:]}"
         )
-    if (
-        closed_counts
-        and settings.kafka_security_protocol.startswith("SASL")
-        and "socket disconnected" in text
-    ):
+    if settings.kafka_security_protocol.startswith("SASL") and "socket disconnected" in text:
         # the broker closes the connection after a failed SASL exchange without a response
         return (
             f"{where}: the broker closed every connection during SASL authentication of user "
@@ -154,36 +143,21 @@ def explain_refusal(
     return None
 
 
-# How long a client waits for a broker to answer (kafka-python's bootstrap timeout).
-# A refused login or TLS handshake is known from the first connection, but kafka-python
-# retries it until that timeout; so the first wait is short, and only a wait that ends
-# without a refusal (a broker still starting, say) goes on for the rest.
-BOOTSTRAP_TIMEOUT_MS = 30_000
-FIRST_BOOTSTRAP_MS = 4_000
-
-
 def _connect(settings: Settings, factory: Any, **kwargs: Any) -> Any:
-    """Build a kafka-python client; a refused login or TLS handshake raises KafkaAccessError
-    within a few seconds instead of after the bootstrap timeout."""
+    """Build a kafka-python client; a refused login or TLS handshake raises KafkaAccessError."""
     from kafka.errors import KafkaTimeoutError
 
     failures = _ConnectionFailures()
     loggers = [logging.getLogger("kafka.net.manager"), logging.getLogger("kafka.net.connection")]
     for logger in loggers:
         logger.addHandler(failures)
-    config = settings.kafka_python_config()
     try:
-        for wait_ms in (FIRST_BOOTSTRAP_MS, BOOTSTRAP_TIMEOUT_MS - FIRST_BOOTSTRAP_MS):
-            try:
-                return factory(**config, bootstrap_timeout_ms=wait_ms, **kwargs)
-            except KafkaTimeoutError as error:
-                timed_out = error
-                if explain_refusal(settings, failures.messages, closed_counts=False):
-                    break
+        return factory(**settings.kafka_python_config(), **kwargs)
+    except KafkaTimeoutError as error:
         reason = explain_refusal(settings, failures.messages)
         if reason is None:
-            raise timed_out
-        raise KafkaAccessError(reason) from timed_out
+            raise
+        raise KafkaAccessError(reason) from error
     finally:
         for logger in loggers:
             logger.removeHandler(failures)
