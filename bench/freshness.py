@@ -894,6 +894,7 @@ def run(plan: Plan, keep_scratch: bool) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     failure = None
     started_stack = None
+    driver_memory = None
     try:
         with (
             _postgres(work / "postgres") as pg,
@@ -910,6 +911,7 @@ def run(plan: Plan, keep_scratch: bool) -> dict[str, Any]:
             )
             started_stack = round(time.monotonic() - began, 1)
             with _spark(settings) as spark:
+                driver_memory = spark.sparkContext.getConf().get("spark.driver.memory", None)
                 rig = Rig(work, pg, connect, spark, settings, plan.interval_s)
                 for index, rate in enumerate(plan.rates):
                     print(f"rate {rate} rows/s for {plan.duration_s:.0f} s ...", flush=True)
@@ -936,7 +938,7 @@ def run(plan: Plan, keep_scratch: bool) -> dict[str, Any]:
             "scheduled cdc_to_iceberg run does, without the JVM start a run pays each time"
         ),
         "plan": dataclasses.asdict(plan),
-        "driver_memory": os.environ.get("SPARK_DRIVER_MEMORY", "1g"),
+        "driver_memory": driver_memory,
         "writer_mix": dict(MIX),
         "tick_s": TICK_S,
         "bounded_criterion": (
