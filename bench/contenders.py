@@ -268,18 +268,18 @@ _BATCH_DESCRIPTION = re.compile(r"batch = (\d+)$")
 
 
 def spark_jobs_by_batch(spark: SparkSession) -> dict[int, dict[str, Any]]:
-    """The Spark jobs each micro-batch ran: how many, their summed wall time, their call sites.
+    """The Spark jobs each micro-batch ran: how many, their summed wall time, their steps.
 
     Read from the driver's status store (kept with the UI off too), where
     Structured Streaming describes every job of a micro-batch as ``... batch = N``.
     The store keeps the newest ``spark.ui.retainedJobs`` jobs (the job sets 100),
     so the progress listener reads it as each batch ends.
     """
+    from jobs.batch_writer import STEP_TAG
+
     store = spark.sparkContext._jsc.sc().statusStore()  # type: ignore[union-attr]
     found: dict[int, dict[str, Any]] = {}
-    jobs = store.jobsList(None).iterator()
-    while jobs.hasNext():
-        job = jobs.next()
+    for job in _scala_items(store.jobsList(None).iterator()):
         description = job.description()
         if not description.isDefined():
             continue
@@ -295,12 +295,23 @@ def spark_jobs_by_batch(spark: SparkSession) -> dict[int, dict[str, Any]]:
         if submitted.isDefined() and completed.isDefined():
             seconds = (completed.get().getTime() - submitted.get().getTime()) / 1000
         entry["spark_job_s"] += seconds
-        # the job's call site (``collect at …``) and its wall time, in the order they ran
-        entry["spark_job_list"].append((int(job.jobId()), str(job.name()), round(seconds, 3)))
+        # the batch's step that ran the job (its tag), its call site (``collect at …``) and
+        # its wall time, in the order they ran
+        tags = [str(t) for t in _scala_items(job.jobTags().iterator())]
+        steps = [t for t in tags if t.startswith(STEP_TAG)]
+        name = f"{steps[0][len(STEP_TAG) :]}: {job.name()}" if steps else str(job.name())
+        entry["spark_job_list"].append((int(job.jobId()), name, round(seconds, 3)))
     for entry in found.values():
         entry["spark_job_s"] = round(entry["spark_job_s"], 3)
         entry["spark_job_list"] = [[name, s] for _, name, s in sorted(entry["spark_job_list"])]
     return found
+
+
+def _scala_items(iterator: Any) -> list[Any]:
+    items = []
+    while iterator.hasNext():
+        items.append(iterator.next())
+    return items
 
 
 def _wait_for(seen: dict[int, Any], count: int, timeout: float = 10.0) -> None:

@@ -67,17 +67,43 @@ def failpoint(settings: Settings, name: str, batch_id: int) -> None:
 # -- metrics -----------------------------------------------------------------
 
 
+# the job tag naming the step of a batch a Spark job belongs to
+STEP_TAG = "cdc-"
+
+
 class _Steps:
-    """Wall time per step of a batch, logged at DEBUG to find where a batch spends time."""
+    """Wall time per step of a batch, logged at DEBUG to find where a batch spends time.
 
-    def __init__(self) -> None:
-        self.marks: list[tuple[str, float]] = [("start", time.monotonic())]
+    Each step's Spark jobs carry the job tag ``cdc-<step>`` (``cdc-scan``,
+    ``cdc-merge-live``, ...), so the status store tells which step ran which
+    job; Structured Streaming's own job description (``... batch = N``) is
+    left as it is.
+    """
 
-    def mark(self, name: str) -> None:
-        self.marks.append((name, time.monotonic()))
+    def __init__(self, context: Any = None) -> None:
+        self.context = context
+        self.times: dict[str, float] = {}
+        self.current: str | None = None
+        self.started = time.monotonic()
+
+    def begin(self, name: str) -> None:
+        """The step ``name`` starts (and the one before it ends)."""
+        self.end()
+        self.current, self.started = name, time.monotonic()
+        if self.context is not None:  # a tag of this thread: only the batch's own jobs
+            self.context.addJobTag(f"{STEP_TAG}{name}")
+
+    def end(self) -> None:
+        if self.current is None:
+            return
+        elapsed = time.monotonic() - self.started
+        self.times[self.current] = round(self.times.get(self.current, 0.0) + elapsed, 3)
+        if self.context is not None:
+            self.context.removeJobTag(f"{STEP_TAG}{self.current}")
+        self.current = None
 
     def summary(self) -> dict[str, float]:
-        return {name: round(t - self.marks[i][1], 3) for i, (name, t) in enumerate(self.marks[1:])}
+        return dict(self.times)
 
 
 STEPS = _Steps()
@@ -235,7 +261,7 @@ class BatchWriter:
     # Spark calls this for every micro-batch
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         global STEPS
-        STEPS = _Steps()
+        STEPS = _Steps(batch.sparkSession.sparkContext)
         # Spark plans batch N only after committing batch N-1 to its checkpoint
         self.confirm_checkpointed()
         started = time.monotonic()
@@ -251,6 +277,7 @@ class BatchWriter:
             # then inlines into their filters (a plan too large for the heap)
             for frame in reversed(cached):
                 frame.unpersist()
+            STEPS.end()
         metrics.duration_s = round(time.monotonic() - started, 3)
         log.debug("batch %s steps %s", batch_id, STEPS.summary())
         self.history.append(metrics)
@@ -431,6 +458,7 @@ class BatchWriter:
 
         settings = self.settings
         tables = self.tables
+        STEPS.begin("scan")
         parsed = transforms.parse_events(batch, settings.event_format, self.key)
         committed = dict(self.progress)
         model = tables.refresh_model()
@@ -440,7 +468,7 @@ class BatchWriter:
         typed = self._before_stop(self._type(parsed, committed, columns, {}))
         partials = self._partials(typed, [c[0] for c in columns], cached)
         scan = self._scan(partials)
-        STEPS.mark("scan")
+        STEPS.begin("plan")  # the batch's offsets and schema changes
         if self.replay is not None:  # dead letters, below the table's offsets: all applied
             end = scan.seen_end
             start = {p: scan.first[p] for p in end}
@@ -492,12 +520,12 @@ class BatchWriter:
                     "batch %s: unavailable (TOAST) columns %s", batch_id, sorted(scan.unavailable)
                 )
                 self.toasted |= scan.unavailable
+            STEPS.begin("rescan")
             partials.unpersist()  # nothing is built on it yet
             cached.remove(partials)
             partials = self._partials(typed, [c[0] for c in columns], cached)
             scan = self._scan(partials)
             retype = False
-            STEPS.mark("rescan")
         self._write(
             batch,
             typed,
@@ -537,6 +565,7 @@ class BatchWriter:
         settings = self.settings
         tables = self.tables
         order = settings.sequence
+        STEPS.begin("collapse")
         metrics.dead_lettered = scan.dead
         truncate_seq = None
         if settings.truncate_policy == "clear" and scan.truncate_seq is not None:
@@ -598,7 +627,6 @@ class BatchWriter:
             collapsed = collapsed.persist()
             cached.append(collapsed)
             key_count = collapsed.count()
-            STEPS.mark("collapse")
         metrics.collapsed_in_batch = scan.valid - key_count
         dead_rows = partials.where(F.col("_dead_offset").isNotNull()).select(
             F.lit(settings.pipeline_id).alias("pipeline_id"),
@@ -646,20 +674,22 @@ class BatchWriter:
         before_snapshot = tables.current_snapshot_id()
         try:
             if metrics.dead_lettered and self.replay is None:
+                STEPS.begin("merge-dlq")
                 dead_rows.createOrReplaceTempView("cdc_dead_letters")
                 tables.run_retrying(merge_dlq_sql(tables.dlq, "cdc_dead_letters"))
-                STEPS.mark("merge-dlq")
             if versions is not None:
                 # before the live table: a crash before its commit replays the batch, and
                 # a version the history holds is not added again
+                STEPS.begin("history")
                 self._write_history(versions, data_columns)
-                STEPS.mark("history")
                 failpoint(settings, "after_history", batch_id)
             if truncate_seq is not None:
+                STEPS.begin("truncate")
                 self._clear_before(truncate_seq)
             collapsed.createOrReplaceTempView("cdc_collapsed")
             if scan.deletes:
                 # deletes are remembered first: a crash before the live MERGE replays both
+                STEPS.begin("append-tombstones")
                 deletes = "cdc_collapsed"
                 if images is not None:
                     self._remembered_deletes(collapsed, images).createOrReplaceTempView(
@@ -675,8 +705,8 @@ class BatchWriter:
                         images=images is not None,
                     )
                 )
-                STEPS.mark("append-tombstones")
             if key_count:
+                STEPS.begin("merge-live")
                 remembered = tables.tombstones if tables.record_count(tables.tombstones) else None
                 source = live_source_sql("cdc_collapsed", remembered, order, key=self.key)
                 tables.run_retrying(
@@ -689,7 +719,7 @@ class BatchWriter:
                         key=self.key,
                     )
                 )
-                STEPS.mark("merge-live")
+            STEPS.begin("commit")
             after_snapshot = tables.current_snapshot_id()
             if after_snapshot == before_snapshot:
                 # nothing changed (all stale or dead): still record the progress
@@ -729,9 +759,9 @@ class BatchWriter:
         target = self.settings.maintenance_target_file_mb * 1024 * 1024
         # one commit: the tombstone table is small, and its rewrite in parts is slow
         statement = rewrite_data_files_sql(self.tables.tombstones, target, partial_progress=False)
+        STEPS.begin("compact-tombstones")
         rows = sql_retrying(self.spark, statement)
         rewritten = int(rows[0][0]) if rows else 0
-        STEPS.mark("compact-tombstones")
         log.info(
             "batch %s: tombstone table had %s data files (CDC_TOMBSTONE_COMPACT_FILES=%s): "
             "%s rewritten",
