@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from reference_fold import fold
+from reference_fold import Record, decode, fold
 from support import (
     assert_ranges_tile,
     assert_table_equals_fold,
@@ -56,6 +56,22 @@ def test_generated_history_equals_reference_fold(spark: Any, pipeline: Settings)
     totals = result.totals()
     assert totals["events_in"] == len(records)
     assert totals["kafka_tombstones"] == sum(1 for r in records if r.value is None)
+    for batch in result.batches:
+        changes, keys = _changes_and_keys(records, batch.offsets)
+        assert batch.collapsed_in_batch == changes - keys, f"batch {batch.batch_id}"
+        applied = batch.inserted + batch.updated + batch.deleted + batch.stale
+        assert applied == keys, f"batch {batch.batch_id}: every key applied or stale"
+
+
+def _changes_and_keys(records: list[Record], offsets: dict[str, list[int]]) -> tuple[int, int]:
+    """The reference's valid changes in a batch's offset ranges, and their distinct keys."""
+    keys = []
+    for record in records:
+        start, end = offsets.get(str(record.partition), (0, 0))
+        outcome, change = decode(record)
+        if start <= record.offset < end and outcome == "ok":
+            keys.append(change[0])
+    return len(keys), len(set(keys))
 
 
 def test_rerun_with_nothing_new_changes_nothing(spark: Any, pipeline: Settings) -> None:
