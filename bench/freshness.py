@@ -96,7 +96,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: the project root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import SCRATCH_DIR, kafka_broker, machine_info, write_result
+from bench.common import SCRATCH_DIR, kafka_broker, machine_info, percentile, write_result
 
 PARTITIONS = 3  # per topic, as the integration tests run Debezium
 TICK_S = 0.1  # the writer commits one transaction this often
@@ -128,15 +128,6 @@ PLANS = {
 
 
 # -- the statistics (pure) ----------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The nearest-rank percentile: the smallest value with at least q % of values <= it."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100), at least 1
-    return float(ordered[int(min(rank, len(ordered))) - 1])
 
 
 def lag_summary(lags: Sequence[float]) -> dict[str, Any]:

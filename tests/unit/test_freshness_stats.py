@@ -1,5 +1,6 @@
-"""The statistics of the freshness benchmark (bench/freshness.py): percentiles, the lag of
-each row from snapshot and commit times, the lag over time, and when a lag is bounded."""
+"""The statistics of the benchmarks: percentiles (bench/common.py), and the freshness
+benchmark's (bench/freshness.py) lag of each row from snapshot and commit times, the lag
+over time, and when a lag is bounded."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
+from bench.common import percentile
 from bench.freshness import (
     boundedness,
     first_visible,
     lag_summary,
-    percentile,
     row_lags,
     sweep_verdict,
     timeline,
