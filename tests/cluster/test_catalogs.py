@@ -131,10 +131,11 @@ def rest_server(
         yield server
     finally:
         down = command("down")
-        assert down.returncode == 0, down.stdout + down.stderr
         stopped = command("status")
-        assert stopped.returncode == 1 and "stopped" in stopped.stdout
-        assert server.running_pid() is None
+    # after the cleanup, and only when the tests passed: a failure here hides none
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert stopped.returncode == 1 and "stopped" in stopped.stdout
+    assert server.running_pid() is None
 
 
 @pytest.fixture(scope="module", params=["jdbc", "rest"])

@@ -64,10 +64,13 @@ def cluster(work_dir: Path) -> Iterator[KafkaCluster]:
         assert running.returncode == 0 and "running" in running.stdout, running
         yield nodes
     finally:
-        nodes.stop()
-        stopped = status()
-        assert stopped.returncode == 1 and "stopped" in stopped.stdout, stopped
-        shutil.rmtree(data_dir, ignore_errors=True)
+        try:
+            nodes.stop()
+            stopped = status()
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    # after the cleanup, and only when the test itself passed: a failure here hides none
+    assert stopped.returncode == 1 and "stopped" in stopped.stdout, stopped
 
 
 def partition_state(settings: Settings) -> dict[int, tuple[int, list[int]]]:

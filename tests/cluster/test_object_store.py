@@ -76,8 +76,9 @@ def object_store(work_dir: Path, logs: Path) -> Iterator[ObjectStore]:
             yield store
         finally:
             store.stop()
-            assert store.running_pid() is None
+            left = store.running_pid()
             shutil.rmtree(store.data_dir, ignore_errors=True)
+        assert left is None, "the store's process is gone"
 
 
 @pytest.fixture

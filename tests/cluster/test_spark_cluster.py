@@ -75,15 +75,18 @@ def cluster(work_dir: Path) -> Iterator[SparkCluster]:
         assert nodes is not None and nodes.master_url == master
         yield nodes
     finally:
-        down = cluster_cli("down", data_dir, master)
-        assert down.returncode == 0, down.stdout + down.stderr
-        recorded = SparkCluster.load(data_dir)
-        assert recorded is None or not recorded.pids, "down forgets the processes"
-        status = cluster_cli("status", data_dir, master)
-        assert status.returncode == 1, status.stdout
-        if nodes is not None:
-            nodes.stop()  # reaps a worker this process restarted
-        shutil.rmtree(data_dir, ignore_errors=True)
+        try:
+            down = cluster_cli("down", data_dir, master)
+            recorded = SparkCluster.load(data_dir)
+            status = cluster_cli("status", data_dir, master)
+        finally:
+            if nodes is not None:
+                nodes.stop()  # reaps a worker this process restarted
+            shutil.rmtree(data_dir, ignore_errors=True)
+    # after the cleanup, and only when the tests passed: a failure here hides none
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert recorded is None or not recorded.pids, "down forgets the processes"
+    assert status.returncode == 1, status.stdout
 
 
 @pytest.fixture(scope="module")
