@@ -81,7 +81,7 @@ def _variant_pass(raw: Any) -> Any:
     the job needs (op, source.ts_ms, source.lsn, the row image as
     ``map<string,string>``, the key from the Kafka key) are taken from the
     variant. Its texts of numbers differ from the strict parse's in places
-    (``-0.0``, decimals past a double's precision), so it is measured here
+    (``-0.0``, ``1.0``, decimals past a double's precision), so it is measured here
     only, for what it would save.
     """
     from pyspark.sql import functions as F
