@@ -32,6 +32,7 @@ from jobs.json_text import (
     _json_object,
     _json_read,
     _typed,
+    _wrapped_text,
 )
 
 # A JSON number as Spark renders it in the map (``0.1``, ``-0.0``, ``1.0E10``), or one of
@@ -260,9 +261,7 @@ def _array(raw: Column, element: ColumnType) -> Column:
     it malformed (as ``transforms`` reads objects). One element that does not fit
     makes the whole value not fit.
     """
-    wrapped = F.from_json(
-        F.concat(F.lit('{"v":'), raw, F.lit(f',"{_END_FIELD}":1}}')), _ARRAY_WRAPPED, JSON_OPTIONS
-    )
+    wrapped = F.from_json(_wrapped_text(raw), _ARRAY_WRAPPED, JSON_OPTIONS)
     items = F.when(wrapped[_END_FIELD] == 1, wrapped["v"])
     decoded = F.transform(items, lambda item: decode(item, element))
     lost = F.exists(F.zip_with(items, decoded, misfit), lambda bad: bad)

@@ -49,11 +49,14 @@ TIMESTAMP_MIN_MICROS = -62_135_596_800_000_000
 TIMESTAMP_MAX_MICROS = 253_402_300_799_999_999
 
 
+def _wrapped_text(text: Column) -> Column:
+    """``text`` as the value ``v`` of the wrapper object above."""
+    return F.concat(F.lit('{"v":'), text, F.lit(f',"{_END_FIELD}":1}}'))
+
+
 def _json_read(text: Column) -> Column:
     """Spark's reading of ``text`` as the object of the wrapper above (a struct)."""
-    return F.from_json(
-        F.concat(F.lit('{"v":'), text, F.lit(f',"{_END_FIELD}":1}}')), _WRAPPED, JSON_OPTIONS
-    )
+    return F.from_json(_wrapped_text(text), _WRAPPED, JSON_OPTIONS)
 
 
 def _json_object(read: Column, text: Column) -> Column:
@@ -76,8 +79,12 @@ def _has_lone_surrogate(text: Column) -> Column:
     The pattern only matches after ``\\ud`` or ``\\uD``: a substring search
     skips the regex (the costliest step of parsing a record) for almost every text.
     """
-    maybe = text.contains("\\ud") | text.contains("\\uD")
-    return maybe & text.rlike(_LONE_SURROGATE)
+    return _maybe_surrogate(text) & text.rlike(_LONE_SURROGATE)
+
+
+def _maybe_surrogate(text: Column) -> Column:
+    """``text`` holds a ``\\uD`` escape (a surrogate, paired or not): a substring search."""
+    return text.contains("\\ud") | text.contains("\\uD")
 
 
 def _typed(raw: Column, spark_type: str) -> Column:
