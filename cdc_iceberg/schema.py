@@ -34,6 +34,8 @@ METADATA_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 SEQUENCE = tuple(name for name, _ in SEQUENCE_COLUMNS)
+# the ops of a change the pipeline applies: create, update, snapshot read, delete
+VALID_OPS = ("c", "u", "r", "d")
 
 # How changes of one key are ordered (CDC_SEQUENCE). The same four columns,
 # compared as one tuple, in one of two orders:

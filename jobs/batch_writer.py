@@ -883,7 +883,7 @@ class BatchWriter:
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
-        from jobs.transforms import VALID_OPS
+        from cdc_iceberg.schema import VALID_OPS
 
         change = F.col("_fresh") & ~F.col("_tombstone") & F.col("_problem").isNull()
         valid = events.where(change & F.col("cdc_op").isin(*VALID_OPS))

@@ -21,7 +21,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cdc_iceberg.debezium_types import TOAST_PLACEHOLDER, ColumnType, placeholder_texts
-from cdc_iceberg.schema import IMAGE, SEQUENCE
+from cdc_iceberg.schema import IMAGE, SEQUENCE, VALID_OPS
 from cdc_iceberg.table_model import default_codec
 from jobs.debezium_decode import decode
 from jobs.json_text import (
@@ -39,7 +39,6 @@ _Built = TypeVar("_Built")
 KAFKA_RECORD = ("key", "value", "topic", "partition", "offset", "timestamp")
 # ... and whether the record is the delete of a primary-key change (its headers say so)
 KAFKA_COLUMNS = (*(f"_kafka_{name}" for name in KAFKA_RECORD), "_kafka_moved")
-VALID_OPS = ("c", "u", "r", "d")
 # Debezium's headers of a primary-key change: the create names the old key, the delete the new
 OLD_KEY_HEADER = "__debezium.oldkey"
 NEW_KEY_HEADER = "__debezium.newkey"
