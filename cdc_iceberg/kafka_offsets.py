@@ -10,6 +10,7 @@ the rest talks to a real broker through kafka-python.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -111,8 +112,13 @@ class _ConnectionFailures(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-def explain_refusal(settings: Settings, messages: list[str]) -> str | None:
-    """A clear reason when failed connections show the broker refused these settings."""
+def explain_refusal(settings: Settings, messages: list[str], waited_out: bool = True) -> str | None:
+    """A clear reason when failed connections show the broker refused these settings.
+
+    A broker that closes every SASL connection without an answer is taken for a
+    refused login only once the whole wait is over (``waited_out``): a broker
+    that is starting or restarting closes them too.
+    """
     where = f"Kafka at {settings.kafka_bootstrap_servers}"
     text = "\n".join(messages)
     if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
@@ -131,7 +137,8 @@ def explain_refusal(settings: Settings, messages: list[str]) -> str | None:
             f"{settings.kafka_ssl_cafile or '(system CAs)'} the CA that signed the broker's "
             f"certificate, and does the certificate name this host? {detail[-300:]}"
         )
-    if settings.kafka_security_protocol.startswith("SASL") and "socket disconnected" in text:
+    sasl = settings.kafka_security_protocol.startswith("SASL")
+    if waited_out and sasl and "socket disconnected" in text:
         # the broker closes the connection after a failed SASL exchange without a response
         return (
             f"{where}: the broker closed every connection during SASL authentication of user "
@@ -143,6 +150,13 @@ def explain_refusal(settings: Settings, messages: list[str]) -> str | None:
     return None
 
 
+# How long a client waits for the bootstrap servers to answer at all, as kafka-python
+# does by default, asked in attempts this long: a refused login or TLS handshake is
+# reported after the first attempt instead of at the end of the wait.
+BOOTSTRAP_TIMEOUT_S = 30.0
+BOOTSTRAP_ATTEMPT_S = 5.0
+
+
 def _connect(settings: Settings, factory: Any, **kwargs: Any) -> Any:
     """Build a kafka-python client; a refused login or TLS handshake raises KafkaAccessError."""
     from kafka.errors import KafkaTimeoutError
@@ -151,16 +165,51 @@ def _connect(settings: Settings, factory: Any, **kwargs: Any) -> Any:
     loggers = [logging.getLogger("kafka.net.manager"), logging.getLogger("kafka.net.connection")]
     for logger in loggers:
         logger.addHandler(failures)
+    deadline = time.monotonic() + BOOTSTRAP_TIMEOUT_S
     try:
-        return factory(**settings.kafka_python_config(), **kwargs)
-    except KafkaTimeoutError as error:
-        reason = explain_refusal(settings, failures.messages)
-        if reason is None:
-            raise
-        raise KafkaAccessError(reason) from error
+        while True:
+            attempt = min(BOOTSTRAP_ATTEMPT_S, max(deadline - time.monotonic(), 0.1))
+            try:
+                return _closed_on_failure(factory)(
+                    **settings.kafka_python_config(),
+                    bootstrap_timeout_ms=int(attempt * 1000),
+                    **kwargs,
+                )
+            except KafkaTimeoutError as error:
+                waited_out = time.monotonic() >= deadline
+                reason = explain_refusal(settings, failures.messages, waited_out)
+                if reason is not None:
+                    raise KafkaAccessError(reason) from error
+                if waited_out:
+                    raise
     finally:
         for logger in loggers:
             logger.removeHandler(failures)
+
+
+@functools.cache
+def _closed_on_failure(factory: type) -> type:
+    """``factory``, closing what it started when its construction fails.
+
+    A kafka-python client starts its IO thread before it bootstraps and leaves it
+    running when the bootstrap fails: every refused or timed-out attempt would
+    leave a thread (and its sockets) behind in a long-lived process such as
+    Airflow's.
+    """
+
+    class Client(factory):  # type: ignore[misc, valid-type]
+        def __init__(self, **configs: Any) -> None:
+            try:
+                super().__init__(**configs)
+            except BaseException:
+                # the network client's connections, then its IO thread
+                for part, method in (("_client", "close"), ("_net", "stop")):
+                    with contextlib.suppress(Exception):
+                        getattr(getattr(self, part), method)()
+                raise
+
+    Client.__name__ = Client.__qualname__ = factory.__name__
+    return Client
 
 
 @contextmanager
