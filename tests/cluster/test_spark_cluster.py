@@ -9,7 +9,9 @@ a clean environment, and the executors' Python (``SPARK_EXECUTOR_PYTHON``) is
 the bare interpreter, without site-packages: it sees what Spark ships it and
 nothing of the project, as on a machine that has only Spark and Python. Faults
 land after the drain's first committed batch; every check is against the
-reference fold of the records sent (``tests/invariants.py``).
+reference fold of the records sent (``tests/invariants.py``). The drain on the
+cluster runs in ``make test``; the two fault scenarios, several drains each,
+run in ``make test-faults``.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def new_application(cluster: SparkCluster, before: set[str]) -> str:
     return started.pop()
 
 
-def test_drain_runs_in_the_workers_and_a_worker_killed_mid_batch_keeps_it_exact(
+def test_drain_runs_in_the_workers_of_the_cluster(
     cluster: SparkCluster, pipeline: Settings
 ) -> None:
     source = ArticleSource(seed=11, partitions=PARTITIONS)
@@ -179,10 +181,16 @@ def test_drain_runs_in_the_workers_and_a_worker_killed_mid_batch_keeps_it_exact(
         f"every worker's executor runs tasks of the drain: {tasks}"
     )
 
-    # a worker and its executor die (kill -9) while a batch runs
-    records += more(pipeline, source, 400)
+
+@pytest.mark.faults  # a fault scenario of several drains on the cluster: the long suite
+def test_a_worker_killed_mid_batch_keeps_it_exact(
+    cluster: SparkCluster, pipeline: Settings
+) -> None:
+    source = ArticleSource(seed=12, partitions=PARTITIONS)
+    records = more(pipeline, source, 400)
     before = snapshot_ids(pipeline)
     known = applications(cluster)
+    # a worker and its executor die (kill -9) while a batch runs
     job = start_job(pipeline)
     try:
         assert_still_running(job, wait_for_batches(job, 1))
@@ -199,6 +207,7 @@ def test_drain_runs_in_the_workers_and_a_worker_killed_mid_batch_keeps_it_exact(
     print(f"worker killed mid-batch: {counts}")
 
 
+@pytest.mark.faults  # a fault scenario of several drains on the cluster: the long suite
 def test_driver_killed_mid_drain_then_lost_checkpoint_resume_exactly(
     cluster: SparkCluster, pipeline: Settings
 ) -> None:
