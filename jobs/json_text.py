@@ -79,12 +79,8 @@ def _has_lone_surrogate(text: Column) -> Column:
     The pattern only matches after ``\\ud`` or ``\\uD``: a substring search
     skips the regex (the costliest step of parsing a record) for almost every text.
     """
-    return _maybe_surrogate(text) & text.rlike(_LONE_SURROGATE)
-
-
-def _maybe_surrogate(text: Column) -> Column:
-    """``text`` holds a ``\\uD`` escape (a surrogate, paired or not): a substring search."""
-    return text.contains("\\ud") | text.contains("\\uD")
+    maybe = text.contains("\\ud") | text.contains("\\uD")
+    return maybe & text.rlike(_LONE_SURROGATE)
 
 
 def _typed(raw: Column, spark_type: str) -> Column:
