@@ -1,6 +1,7 @@
-"""A client that cannot reach Kafka: the wait, and what it leaves behind.
+"""A client that cannot reach Kafka or is refused: the wait, what it leaves, what it says.
 
-Real kafka-python clients against a loopback port nothing listens on.
+Real kafka-python clients against a loopback port nothing listens on; the
+reading of their failure messages is pure logic.
 """
 
 from __future__ import annotations
@@ -41,3 +42,25 @@ def test_an_unreachable_broker_is_waited_for_then_leaves_no_thread(
     assert time.monotonic() - started >= 3.0
     # every attempt's IO thread is stopped
     assert set(_io_threads()) - before == set()
+
+
+def test_a_refusal_is_named_at_once_and_a_silent_close_only_after_the_wait() -> None:
+    settings = Settings.from_env().replace(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="cdc",
+        kafka_sasl_password="secretPw1",
+    )
+    refused = ["Connection failed: SaslAuthenticationFailedError: Authentication failed"]
+    closed = ["Bootstrap connection to bootstrap-0 failed: socket disconnected"]
+    for waited_out in (False, True):
+        reason = kafka_offsets.explain_refusal(settings, refused, waited_out)
+        assert reason is not None and "SASL authentication failed for user 'cdc'" in reason
+        assert "secretPw1" not in reason
+    # a broker that is (re)starting closes connections too: not a refusal until the wait ends
+    assert kafka_offsets.explain_refusal(settings, closed, waited_out=False) is None
+    reason = kafka_offsets.explain_refusal(settings, closed, waited_out=True)
+    assert reason is not None and "closed every connection" in reason
+    # without SASL a closed connection is no login problem
+    plain = settings.replace(kafka_security_protocol="PLAINTEXT")
+    assert kafka_offsets.explain_refusal(plain, closed, waited_out=True) is None
