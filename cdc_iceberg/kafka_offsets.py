@@ -112,12 +112,14 @@ class _ConnectionFailures(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-def explain_refusal(settings: Settings, messages: list[str], waited_out: bool = True) -> str | None:
+def explain_refusal(settings: Settings, messages: list[str], persistent: bool = True) -> str | None:
     """A clear reason when failed connections show the broker refused these settings.
 
     A broker that closes every SASL connection without an answer is taken for a
-    refused login only once the whole wait is over (``waited_out``): a broker
-    that is starting or restarting closes them too.
+    refused login only when that went on through more than one bootstrap
+    attempt (``persistent``): kafka-python often sees the close of a refused
+    login before the refusal itself, but one attempt's closes may also be a
+    broker going down.
     """
     where = f"Kafka at {settings.kafka_bootstrap_servers}"
     text = "\n".join(messages)
@@ -138,7 +140,7 @@ def explain_refusal(settings: Settings, messages: list[str], waited_out: bool = 
             f"certificate, and does the certificate name this host? {detail[-300:]}"
         )
     sasl = settings.kafka_security_protocol.startswith("SASL")
-    if waited_out and sasl and "socket disconnected" in text:
+    if persistent and sasl and "socket disconnected" in text:
         # the broker closes the connection after a failed SASL exchange without a response
         return (
             f"{where}: the broker closed every connection during SASL authentication of user "
@@ -152,7 +154,8 @@ def explain_refusal(settings: Settings, messages: list[str], waited_out: bool = 
 
 # How long a client waits for the bootstrap servers to answer at all, as kafka-python
 # does by default, asked in attempts this long: a refused login or TLS handshake is
-# reported after the first attempt instead of at the end of the wait.
+# reported after the first attempt (connections closed during SASL after the second)
+# instead of at the end of the wait.
 BOOTSTRAP_TIMEOUT_S = 30.0
 BOOTSTRAP_ATTEMPT_S = 5.0
 
@@ -166,8 +169,10 @@ def _connect(settings: Settings, factory: Any, **kwargs: Any) -> Any:
     for logger in loggers:
         logger.addHandler(failures)
     deadline = time.monotonic() + BOOTSTRAP_TIMEOUT_S
+    attempts = 0
     try:
         while True:
+            attempts += 1
             attempt = min(BOOTSTRAP_ATTEMPT_S, max(deadline - time.monotonic(), 0.1))
             try:
                 return _closed_on_failure(factory)(
@@ -177,7 +182,7 @@ def _connect(settings: Settings, factory: Any, **kwargs: Any) -> Any:
                 )
             except KafkaTimeoutError as error:
                 waited_out = time.monotonic() >= deadline
-                reason = explain_refusal(settings, failures.messages, waited_out)
+                reason = explain_refusal(settings, failures.messages, attempts > 1 or waited_out)
                 if reason is not None:
                     raise KafkaAccessError(reason) from error
                 if waited_out:

@@ -44,7 +44,7 @@ def test_an_unreachable_broker_is_waited_for_then_leaves_no_thread(
     assert set(_io_threads()) - before == set()
 
 
-def test_a_refusal_is_named_at_once_and_a_silent_close_only_after_the_wait() -> None:
+def test_a_refusal_is_named_at_once_and_a_silent_close_only_when_it_persists() -> None:
     settings = Settings.from_env().replace(
         kafka_security_protocol="SASL_PLAINTEXT",
         kafka_sasl_mechanism="SCRAM-SHA-512",
@@ -53,14 +53,14 @@ def test_a_refusal_is_named_at_once_and_a_silent_close_only_after_the_wait() -> 
     )
     refused = ["Connection failed: SaslAuthenticationFailedError: Authentication failed"]
     closed = ["Bootstrap connection to bootstrap-0 failed: socket disconnected"]
-    for waited_out in (False, True):
-        reason = kafka_offsets.explain_refusal(settings, refused, waited_out)
+    for persistent in (False, True):
+        reason = kafka_offsets.explain_refusal(settings, refused, persistent)
         assert reason is not None and "SASL authentication failed for user 'cdc'" in reason
         assert "secretPw1" not in reason
-    # a broker that is (re)starting closes connections too: not a refusal until the wait ends
-    assert kafka_offsets.explain_refusal(settings, closed, waited_out=False) is None
-    reason = kafka_offsets.explain_refusal(settings, closed, waited_out=True)
+    # a broker going down closes connections too: a refusal only when it persists
+    assert kafka_offsets.explain_refusal(settings, closed, persistent=False) is None
+    reason = kafka_offsets.explain_refusal(settings, closed, persistent=True)
     assert reason is not None and "closed every connection" in reason
     # without SASL a closed connection is no login problem
     plain = settings.replace(kafka_security_protocol="PLAINTEXT")
-    assert kafka_offsets.explain_refusal(plain, closed, waited_out=True) is None
+    assert kafka_offsets.explain_refusal(plain, closed, persistent=True) is None
