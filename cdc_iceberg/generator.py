@@ -466,18 +466,16 @@ def send_records(
 ) -> list[tuple[int, int]]:
     """Write ``(key, value, partition, headers)`` records to ``topic`` in order; return
     each one's partition and offset (one Kafka transaction with ``transactional_id``)."""
-    from kafka import KafkaProducer
+    from cdc_iceberg import kafka_offsets
 
-    producer = KafkaProducer(
-        acks="all",
+    with kafka_offsets.producer(
+        settings,
         linger_ms=20,
         batch_size=512 * 1024,
         max_request_size=8 * 1024 * 1024,
         enable_idempotence=True,
         transactional_id=transactional_id,
-        **settings.kafka_python_config(),
-    )
-    try:
+    ) as producer:
         if transactional_id:
             producer.init_transactions()
             producer.begin_transaction()
@@ -494,8 +492,6 @@ def send_records(
             else:
                 producer.commit_transaction()
         results = [f.get(timeout=60) for f in futures]
-    finally:
-        producer.close()
     return [(r.partition, r.offset) for r in results]
 
 

@@ -175,7 +175,7 @@ def _connect(settings: Settings, factory: Any, **kwargs: Any) -> Any:
             attempts += 1
             attempt = min(BOOTSTRAP_ATTEMPT_S, max(deadline - time.monotonic(), 0.1))
             try:
-                return _closed_on_failure(factory)(
+                return closed_on_failure(factory)(
                     **settings.kafka_python_config(),
                     bootstrap_timeout_ms=int(attempt * 1000),
                     **kwargs,
@@ -193,7 +193,7 @@ def _connect(settings: Settings, factory: Any, **kwargs: Any) -> Any:
 
 
 @functools.cache
-def _closed_on_failure(factory: type) -> type:
+def closed_on_failure(factory: type) -> type:
     """``factory``, closing what it started when its construction fails.
 
     A kafka-python client starts its IO thread before it bootstraps and leaves it
@@ -242,6 +242,19 @@ def admin(settings: Settings) -> Iterator[Any]:
     from kafka import KafkaAdminClient
 
     client = _connect(settings, KafkaAdminClient, request_timeout_ms=30_000)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextmanager
+def producer(settings: Settings, **extra: Any) -> Iterator[Any]:
+    """A kafka-python producer that writes with ``acks=all`` (the generator's and the
+    benchmarks' writes); ``extra`` adds to or overrides its configuration."""
+    from kafka import KafkaProducer
+
+    client = _connect(settings, KafkaProducer, **{"acks": "all", **extra})
     try:
         yield client
     finally:

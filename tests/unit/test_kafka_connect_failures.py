@@ -27,7 +27,9 @@ def _io_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("kafka-io")]
 
 
-@pytest.mark.parametrize("client", [kafka_offsets.consumer, kafka_offsets.admin])
+@pytest.mark.parametrize(
+    "client", [kafka_offsets.consumer, kafka_offsets.admin, kafka_offsets.producer]
+)
 def test_an_unreachable_broker_is_waited_for_then_leaves_no_thread(
     client: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
