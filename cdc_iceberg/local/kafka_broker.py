@@ -187,6 +187,8 @@ class KafkaBroker:
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
+        from cdc_iceberg.kafka_offsets import closed_on_failure
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
@@ -194,7 +196,9 @@ class KafkaBroker:
                 raise RuntimeError(f"Kafka broker exited with {process.returncode}:\n{tail}")
             if self.answers() and self.protocol in ("PLAINTEXT", "SASL_SSL"):
                 try:
-                    admin = KafkaAdminClient(request_timeout_ms=5000, **self.client_kwargs())
+                    admin = closed_on_failure(KafkaAdminClient)(
+                        request_timeout_ms=5000, **self.client_kwargs()
+                    )
                     try:
                         admin.describe_cluster()
                         return
