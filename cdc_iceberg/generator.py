@@ -109,8 +109,110 @@ def iso_micros(epoch_ms: int, extra_micros: int = 0) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class SimulatedTable:
+    """What every simulated table shares: its commit clock, transaction ids and WAL
+    positions, and the random mix of changes of :meth:`random_history`.
+
+    A subclass holds ``rows`` (key -> row, in insertion order) and makes the changes
+    (``snapshot``, ``insert``, ``update``, ``delete``, :meth:`_key_change`) and their
+    messages (``to_messages``); each change it makes goes to ``_emitted``.
+    """
+
+    start_ms: int
+    rows: dict[Any, dict[str, Any]]
+    _rng: random.Random
+    _clock_ms: int
+    _lsn: int
+    _tx: int
+    _next_id: int
+    _emitted: list[Any]
+
+    def _start(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self._clock_ms = self.start_ms
+        self._lsn = 20_000_000
+        self._tx = 700
+        self._next_id = 0
+        self._emitted = []
+
+    def _tick(self, same_ms: bool = False) -> None:
+        if not same_ms:
+            self._clock_ms += self._rng.randint(1, 40)
+        self._tx += 1
+
+    def _next_lsn(self) -> int:
+        self._lsn += self._rng.randint(8, 400)
+        return self._lsn
+
+    def transaction_of_updates(self, key: Any, count: int) -> list[Any]:
+        """Several updates of one row in one transaction: one commit time, rising LSNs."""
+        self._tick()
+        source: Any = self  # the subclass's own update
+        return [source.update(key, in_tx=True) for _ in range(count)]
+
+    def _key_change(self, key: Any, toast_share: float) -> tuple[Any, Any]:
+        """A change of ``key`` to a new one in a random history: delete + create."""
+        raise NotImplementedError
+
+    def _before_change(self, produced: int, events: int) -> None:
+        """Runs in a random history before each change is drawn (``produced`` so far)."""
+
+    def random_history(
+        self,
+        events: int,
+        keys: int,
+        *,
+        snapshot_rows: int = 0,
+        update_share: float = 0.6,
+        delete_share: float = 0.1,
+        toast_share: float = 0.1,
+        same_ms_share: float = 0.2,
+        pk_change_share: float = 0.01,
+        multi_update_share: float = 0.03,
+        redelivery_share: float = 0.0,
+    ) -> list[Any]:
+        """A reproducible mix of changes over about ``keys`` keys, as Kafka messages."""
+        src: Any = self  # the subclass's own changes and messages
+        out: list[Any] = src.to_messages(src.snapshot(snapshot_rows))
+        rng = self._rng
+        live: list[Any] = list(self.rows)
+        produced = 0
+        while produced < events:
+            self._before_change(produced, events)
+            roll = rng.random()
+            same_ms = rng.random() < same_ms_share
+            if live and roll < delete_share:
+                key = live.pop(rng.randrange(len(live)))
+                changes = [src.delete(key, same_ms)]
+            elif live and roll < delete_share + pk_change_share:
+                key = live.pop(rng.randrange(len(live)))
+                changes = list(self._key_change(key, toast_share))
+                live.append(self._newest_key())
+            elif live and roll < delete_share + pk_change_share + multi_update_share:
+                key = live[rng.randrange(len(live))]
+                changes = self.transaction_of_updates(key, rng.randint(2, 4))
+            elif live and (roll < delete_share + update_share or len(live) >= keys):
+                # skewed to recent keys: the newest third of the live keys gets most updates
+                index = len(live) - 1 - int(abs(rng.gauss(0, max(1, len(live) / 3)))) % len(live)
+                key = live[index]
+                changes = [src.update(key, toast=rng.random() < toast_share, same_ms=same_ms)]
+            else:
+                changes = [src.insert(same_ms=same_ms)]
+                live.append(self._newest_key())
+            out += src.to_messages(changes)
+            produced += len(changes)
+            if redelivery_share and rng.random() < redelivery_share and len(self._emitted) > 5:
+                start = rng.randrange(max(1, len(self._emitted) - 20), len(self._emitted))
+                out += src.to_messages(self._emitted[start:], redelivered=True)
+        return out
+
+    def _newest_key(self) -> Any:
+        """The key of the row inserted last (an insert's, or a key change's new key)."""
+        return next(reversed(self.rows))
+
+
 @dataclass
-class ArticleSource:
+class ArticleSource(SimulatedTable):
     """A simulated ``public.articles`` table and the connector in front of it."""
 
     seed: int = 0
@@ -128,11 +230,7 @@ class ArticleSource:
     _emitted: list[_Change] = field(init=False, repr=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
-        self._clock_ms = self.start_ms
-        self._lsn = 20_000_000
-        self._tx = 700
-        self._next_id = 0
+        self._start(self.seed)
 
     # -- the simulated database ------------------------------------------
 
@@ -157,15 +255,6 @@ class ArticleSource:
             "updated_at": iso_micros(self._clock_ms, self._rng.randint(0, 999)),
             "word_count": len(body.split()),
         }
-
-    def _tick(self, same_ms: bool = False) -> None:
-        if not same_ms:
-            self._clock_ms += self._rng.randint(1, 40)
-        self._tx += 1
-
-    def _next_lsn(self) -> int:
-        self._lsn += self._rng.randint(8, 400)
-        return self._lsn
 
     def snapshot(self, count: int) -> list[_Change]:
         """Initial snapshot: ``op = r`` for ``count`` existing rows, one LSN, snapshot flags."""
@@ -208,11 +297,6 @@ class ArticleSource:
         self._emitted.append(change)
         return change
 
-    def transaction_of_updates(self, key: str, count: int) -> list[_Change]:
-        """Several updates of one row in one transaction: one commit time, rising LSNs."""
-        self._tick()
-        return [self.update(key, in_tx=True) for _ in range(count)]
-
     def delete(self, key: str, same_ms: bool = False) -> _Change:
         self._tick(same_ms)
         self.rows.pop(key)
@@ -246,55 +330,8 @@ class ArticleSource:
 
     # -- workloads -------------------------------------------------------
 
-    def random_history(
-        self,
-        events: int,
-        keys: int,
-        *,
-        snapshot_rows: int = 0,
-        update_share: float = 0.6,
-        delete_share: float = 0.1,
-        toast_share: float = 0.1,
-        same_ms_share: float = 0.2,
-        pk_change_share: float = 0.01,
-        multi_update_share: float = 0.03,
-        redelivery_share: float = 0.0,
-    ) -> list[Message]:
-        """A reproducible mix of changes over about ``keys`` keys, as Kafka messages."""
-        out: list[Message] = []
-        out += self.to_messages(self.snapshot(snapshot_rows))
-        rng = self._rng
-        live: list[str] = list(self.rows)
-        produced = 0
-        while produced < events:
-            roll = rng.random()
-            same_ms = rng.random() < same_ms_share
-            if live and roll < delete_share:
-                key = live.pop(rng.randrange(len(live)))
-                changes = [self.delete(key, same_ms)]
-            elif live and roll < delete_share + pk_change_share:
-                key = live.pop(rng.randrange(len(live)))
-                gone, born = self.change_key(key)
-                live.append(born.key)
-                changes = [gone, born]
-            elif live and roll < delete_share + pk_change_share + multi_update_share:
-                key = live[rng.randrange(len(live))]
-                changes = self.transaction_of_updates(key, rng.randint(2, 4))
-            elif live and (roll < delete_share + update_share or len(live) >= keys):
-                # skewed to recent keys: the newest third of the live keys gets most updates
-                index = len(live) - 1 - int(abs(rng.gauss(0, max(1, len(live) / 3)))) % len(live)
-                key = live[index]
-                changes = [self.update(key, toast=rng.random() < toast_share, same_ms=same_ms)]
-            else:
-                change = self.insert(same_ms=same_ms)
-                live.append(change.key)
-                changes = [change]
-            out += self.to_messages(changes)
-            produced += len(changes)
-            if redelivery_share and rng.random() < redelivery_share and len(self._emitted) > 5:
-                start = rng.randrange(max(1, len(self._emitted) - 20), len(self._emitted))
-                out += self.to_messages(self._emitted[start:], redelivered=True)
-        return out
+    def _key_change(self, key: Any, toast_share: float) -> tuple[_Change, _Change]:
+        return self.change_key(key)
 
     # -- encoding --------------------------------------------------------
 

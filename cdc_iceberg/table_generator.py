@@ -76,6 +76,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from cdc_iceberg.generator import (
     DEBEZIUM_VERSION,
     TOAST_PLACEHOLDER,
+    SimulatedTable,
     partition_for,
     send_records,
 )
@@ -852,7 +853,7 @@ def _as_key(key: Any) -> tuple[Any, ...]:
 
 
 @dataclass
-class TableSource:
+class TableSource(SimulatedTable):
     """A simulated Postgres table described by a :class:`TableSpec`, and the connector."""
 
     spec: TableSpec
@@ -872,19 +873,16 @@ class TableSource:
     _next_id: int = field(init=False, repr=False)
     _pools: dict[str, list[Any]] = field(init=False, repr=False)
     _counters: dict[tuple[Any, ...], int] = field(init=False, repr=False)
+    _adding: tuple[int, list[ColumnSpec]] = field(init=False, repr=False)
     _emitted: list[TableChange] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.event_format not in ("envelope", "flattened"):
             raise ValueError(f"event_format={self.event_format!r}")
-        self._rng = random.Random(self.seed)
-        self._clock_ms = self.start_ms
-        self._lsn = 20_000_000
-        self._tx = 700
-        self._next_id = 0
+        self._start(self.seed)
         self._pools = {}
         self._counters = {}
-        self._emitted = []
+        self._adding = (0, [])  # columns a random history adds: how many, those still to add
 
     @property
     def topic(self) -> str:
@@ -1070,15 +1068,6 @@ class TableSource:
             c.name: keys[c.name] if c.name in keys else self._value(c) for c in self.spec.columns
         }
 
-    def _tick(self, same_ms: bool = False) -> None:
-        if not same_ms:
-            self._clock_ms += self._rng.randint(1, 40)
-        self._tx += 1
-
-    def _next_lsn(self) -> int:
-        self._lsn += self._rng.randint(8, 400)
-        return self._lsn
-
     def _key_only(self, key: tuple[Any, ...]) -> dict[str, Any]:
         before = {c.name: None for c in self.spec.columns}
         before.update(zip(self.spec.key, key, strict=True))
@@ -1150,11 +1139,6 @@ class TableSource:
                     after[column.name] = UNCHANGED_TOAST
         return self._change("u", key, before=None, after=after, lsn=self._next_lsn())
 
-    def transaction_of_updates(self, key: Any, count: int) -> list[TableChange]:
-        """Several updates of one row in one transaction: one commit time, rising LSNs."""
-        self._tick()
-        return [self.update(key, in_tx=True) for _ in range(count)]
-
     def delete(self, key: Any, same_ms: bool = False) -> TableChange:
         """A delete; the before image holds only the key (default replica identity)."""
         key = _as_key(key)
@@ -1203,67 +1187,29 @@ class TableSource:
 
     # -- workloads -------------------------------------------------------------
 
-    def random_history(
+    def random_history(  # type: ignore[override]
         self,
         events: int,
         keys: int,
         *,
-        snapshot_rows: int = 0,
-        update_share: float = 0.6,
-        delete_share: float = 0.1,
-        toast_share: float = 0.1,
-        same_ms_share: float = 0.2,
-        pk_change_share: float = 0.01,
-        multi_update_share: float = 0.03,
-        redelivery_share: float = 0.0,
         added_columns: Sequence[ColumnSpec] = (),
+        **mix: Any,
     ) -> list[TableMessage]:
-        """A reproducible mix of changes over about ``keys`` rows, as Kafka messages.
-
+        """:meth:`SimulatedTable.random_history` (``mix``: its shares and snapshot rows);
         ``added_columns`` are added one by one at evenly spaced points of the history.
-        """
-        out = self.to_messages(self.snapshot(snapshot_rows))
-        rng = self._rng
+        A table without a primary key changes no key."""
+        self._adding = (len(added_columns), list(added_columns))
         if not self.spec.key:
-            pk_change_share = 0.0
-        live: list[tuple[Any, ...]] = list(self.rows)
-        pending = list(added_columns)
-        produced = 0
-        while produced < events:
-            if pending and produced >= events * (len(added_columns) - len(pending) + 1) / (
-                len(added_columns) + 1
-            ):
-                self.add_column(pending.pop(0))
-            roll = rng.random()
-            same_ms = rng.random() < same_ms_share
-            if live and roll < delete_share:
-                key = live.pop(rng.randrange(len(live)))
-                changes = [self.delete(key, same_ms)]
-            elif live and roll < delete_share + pk_change_share:
-                key = live.pop(rng.randrange(len(live)))
-                gone, born = self.change_key(key, toast=rng.random() < toast_share)
-                live.append(_as_key(born.key))
-                changes = [gone, born]
-            elif live and roll < delete_share + pk_change_share + multi_update_share:
-                key = live[rng.randrange(len(live))]
-                changes = self.transaction_of_updates(key, rng.randint(2, 4))
-            elif live and (roll < delete_share + update_share or len(live) >= keys):
-                index = len(live) - 1 - int(abs(rng.gauss(0, max(1, len(live) / 3)))) % len(live)
-                key = live[index]
-                changes = [self.update(key, toast=rng.random() < toast_share, same_ms=same_ms)]
-            else:
-                change = self.insert(same_ms=same_ms)
-                live.append(self._last_row_key())
-                changes = [change]
-            out += self.to_messages(changes)
-            produced += len(changes)
-            if redelivery_share and rng.random() < redelivery_share and len(self._emitted) > 5:
-                start = rng.randrange(max(1, len(self._emitted) - 20), len(self._emitted))
-                out += self.to_messages(self._emitted[start:], redelivered=True)
-        return out
+            mix["pk_change_share"] = 0.0
+        return super().random_history(events, keys, **mix)
 
-    def _last_row_key(self) -> tuple[Any, ...]:
-        return next(reversed(self.rows))
+    def _before_change(self, produced: int, events: int) -> None:
+        total, pending = self._adding
+        if pending and produced >= events * (total - len(pending) + 1) / (total + 1):
+            self.add_column(pending.pop(0))
+
+    def _key_change(self, key: Any, toast_share: float) -> tuple[TableChange, TableChange]:
+        return self.change_key(key, toast=self._rng.random() < toast_share)
 
     # -- encoding --------------------------------------------------------------
 
