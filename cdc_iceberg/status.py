@@ -295,7 +295,7 @@ def table_status(
         status.exists = bool(catalog.table_exists(settings.iceberg_table))
         if status.exists:
             live = catalog.load_table(settings.iceberg_table)
-            status.table_offsets = table_state.committed_offsets(settings)
+            status.table_offsets = table_state.offsets_in(live, settings)
             status.rows = _live_rows(live)
             status.snapshots = len(live.snapshots())
             status.last_batch = _last_batch(live, settings)
@@ -308,7 +308,10 @@ def table_status(
             status.newest_change_ms = max(known) if known else None
             if status.newest_change_ms is not None:
                 status.age_s = max(0, (now_ms - status.newest_change_ms) // 1000)
-            letters = table_state.dead_letters(settings)
+            dlq = settings.iceberg_dlq_table
+            letters = []
+            if catalog.table_exists(dlq):
+                letters = table_state.dead_letters_in(catalog.load_table(dlq))
             pending = [r for r in letters if r.get("replay_outcome") != "applied"]
             status.dead_letters = len(pending)
             status.dead_letters_replayed = len(letters) - len(pending)

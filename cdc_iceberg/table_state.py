@@ -92,8 +92,11 @@ def committed_offsets(settings: Settings, pipeline_id: str | None = None) -> dic
     """End offsets the table records for a pipeline (empty if it never committed)."""
     if not table_exists(settings):
         return {}
-    pipeline_id = pipeline_id or settings.pipeline_id
-    table = catalog(settings).load_table(settings.iceberg_table)
+    return offsets_in(catalog(settings).load_table(settings.iceberg_table), settings, pipeline_id)
+
+
+def offsets_in(table: Any, settings: Settings, pipeline_id: str | None = None) -> dict[int, int]:
+    """:func:`committed_offsets` of a table already loaded."""
     for snapshot in ancestry(table):
         summary = snapshot_summary(snapshot)
         if is_progress(summary, settings, pipeline_id):
@@ -146,14 +149,18 @@ def dead_letters(settings: Settings, since_ms: int | None = None) -> list[dict[s
     ``since_ms`` only those written since."""
     if not table_exists(settings, settings.iceberg_dlq_table):
         return []
-    table = catalog(settings).load_table(settings.iceberg_dlq_table)
-    fields = ("kafka_partition", "kafka_offset", "reason", "dead_lettered_at")
-    if "replay_outcome" in {f.name for f in table.schema().fields}:  # older tables lack it
-        fields = (*fields, "replay_outcome")
-    rows = table.scan(selected_fields=fields).to_arrow().to_pylist()
+    rows = dead_letters_in(catalog(settings).load_table(settings.iceberg_dlq_table))
     if since_ms is None:
         return rows
     return [r for r in rows if r["dead_lettered_at"].timestamp() * 1000 >= since_ms]
+
+
+def dead_letters_in(table: Any) -> list[dict[str, Any]]:
+    """:func:`dead_letters` of a dead-letter table already loaded, all of them."""
+    fields = ("kafka_partition", "kafka_offset", "reason", "dead_lettered_at")
+    if "replay_outcome" in {f.name for f in table.schema().fields}:  # older tables lack it
+        fields = (*fields, "replay_outcome")
+    return list(table.scan(selected_fields=fields).to_arrow().to_pylist())
 
 
 def table_key(settings: Settings, table: Any | None = None) -> tuple[str, ...]:
