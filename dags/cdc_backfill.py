@@ -103,6 +103,7 @@ def cdc_backfill() -> None:
         table="{{ ti.xcom_pull(task_ids='plan')['table'] }}",
         topic="{{ ti.xcom_pull(task_ids='plan')['topic'] }}",
         pipeline_id="{{ ti.xcom_pull(task_ids='plan')['pipeline_id'] }}",
+        consumer_group="{{ ti.xcom_pull(task_ids='plan')['consumer_group'] }}",
         checkpoint_location="{{ ti.xcom_pull(task_ids='plan')['checkpoint'] }}",
         starting_offsets="{{ ti.xcom_pull(task_ids='plan')['starting_offsets'] }}",
         stop_offsets="{{ ti.xcom_pull(task_ids='plan')['stop_offsets'] }}",

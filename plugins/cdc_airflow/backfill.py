@@ -155,6 +155,12 @@ def run_segment(run_id: str) -> str:
     return _RUN_SAFE.sub("_", str(run_id)).lstrip(".")[:80] or "manual"
 
 
+def backfill_group(settings: Settings) -> str:
+    """The consumer group a backfill commits its progress to: its own, never the scheduled
+    pipeline's (``KAFKA_CONSUMER_GROUP``)."""
+    return f"{settings.kafka_consumer_group}_backfill"
+
+
 def plan_backfill(
     params: Mapping[str, Any], run_id: str = "manual", settings: Settings | None = None
 ) -> dict[str, str]:
@@ -219,6 +225,9 @@ def plan_backfill(
         "table": target.iceberg_table,
         "topic": target.kafka_topic,
         "pipeline_id": f"backfill:{run}",
+        # the scheduled pipeline's group shows its lag: a backfill that stops early
+        # must not set it back
+        "consumer_group": backfill_group(base),
         "checkpoint": f"{base.checkpoint_location.rstrip('/')}_backfill/{run}",
         "starting_offsets": kafka_offsets.to_spark_json(target.kafka_topic, start),
         "stop_offsets": stop,

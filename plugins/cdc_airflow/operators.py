@@ -170,6 +170,10 @@ class CdcDrainOperator(_SparkJobOperator):
     (per table under ``tables`` for a drain of many). Each table it committed
     to gets an asset event through :data:`cdc_airflow.assets.TABLES`, the
     operator's outlet unless ``outlets`` says otherwise.
+
+    ``pipeline_id``, ``consumer_group`` and ``checkpoint_location`` make the run
+    a pipeline of its own, as a backfill is: its commits carry its id, and its
+    progress goes to its group, not to the scheduled pipeline's.
     """
 
     template_fields: Sequence[str] = (
@@ -178,6 +182,7 @@ class CdcDrainOperator(_SparkJobOperator):
         "tables",
         "topic",
         "pipeline_id",
+        "consumer_group",
         "checkpoint_location",
         "starting_offsets",
         "stop_offsets",
@@ -188,6 +193,7 @@ class CdcDrainOperator(_SparkJobOperator):
         self,
         *,
         pipeline_id: str | None = None,
+        consumer_group: str | None = None,
         checkpoint_location: str | None = None,
         starting_offsets: str | None = None,
         stop_offsets: str | None = None,
@@ -202,6 +208,7 @@ class CdcDrainOperator(_SparkJobOperator):
         self.tables = tables
         self.topic = topic
         self.pipeline_id = pipeline_id
+        self.consumer_group = consumer_group
         self.checkpoint_location = checkpoint_location
         self.starting_offsets = starting_offsets
         self.stop_offsets = stop_offsets
@@ -222,6 +229,7 @@ class CdcDrainOperator(_SparkJobOperator):
             .job_settings()
             .replace(
                 **_overrides(
+                    kafka_consumer_group=self.consumer_group,
                     pipeline_id=self.pipeline_id,
                     checkpoint_location=self.checkpoint_location,
                     kafka_topic=self.topic,

@@ -28,7 +28,7 @@ from support import (
 )
 from tables import ORDER_LINES_FOLD, publish
 
-from cdc_iceberg import kafka_offsets
+from cdc_iceberg import kafka_offsets, table_state
 from cdc_iceberg.generator import ArticleSource
 from cdc_iceberg.settings import Settings
 from cdc_iceberg.table_generator import ORDER_LINES, TableSource
@@ -418,6 +418,8 @@ def test_the_drain_reports_topic_in_and_table_out_to_openlineage(
 def test_backfill_dry_run_then_from_earliest_into_the_live_table(
     airflow_env: Settings, airflow_db: Path
 ) -> None:
+    from cdc_airflow.backfill import backfill_group
+
     settings = airflow_env
     records = send(settings, ArticleSource(seed=82).random_history(500, 60, snapshot_rows=30))
     _dag("cdc_to_iceberg").test()
@@ -429,11 +431,21 @@ def test_backfill_dry_run_then_from_earliest_into_the_live_table(
     assert _states(dry) == {"plan": "success", "backfill": "success"}
     assert snapshots(settings) == before
 
-    applied = backfill.test(run_conf={**form, "dry_run": False})
+    # applied, stopping halfway through each partition: older changes never beat the
+    # table's newer ones
+    end = kafka_offsets.end_offsets(settings)
+    halfway = {p: o // 2 for p, o in end.items()}
+    stop = json.dumps({str(p): o for p, o in halfway.items()})
+    applied = backfill.test(
+        run_conf={**form, "stop_at": "offsets", "stop_offsets": stop, "dry_run": False}
+    )
     assert _states(applied)["backfill"] == "success"
     assert_table_equals_fold(settings, fold(records).rows)
-    # the scheduled pipeline's progress is untouched by the backfill's commits
-    assert kafka_offsets.committed_offsets(settings) == kafka_offsets.end_offsets(settings)
+    # the scheduled pipeline's progress, and its group's lag, are untouched by the
+    # backfill's commits; the backfill's own group shows how far it read
+    assert table_state.committed_offsets(settings) == end
+    assert kafka_offsets.committed_offsets(settings) == end
+    assert kafka_offsets.committed_offsets(settings, backfill_group(settings)) == halfway
 
 
 def test_backfill_form_rejects_bad_input(airflow_env: Settings) -> None:
@@ -520,8 +532,6 @@ def test_maintenance_keeps_table_and_progress(airflow_env: Settings) -> None:
 
     assert _states(run) == {"maintain": "success"}
     assert_table_equals_fold(settings, fold(records).rows)
-    from cdc_iceberg import table_state
-
     assert table_state.committed_offsets(settings) == kafka_offsets.end_offsets(settings)
     assert len(snapshots(settings)) <= 2
     idle = scheduled.test()

@@ -246,6 +246,7 @@ def test_backfill_form_resolves_to_offsets(topic: FakeTopic) -> None:
     assert plan["starting_offsets"] == '{"neuronews.public.articles": {"0": 10, "1": 0}}'
     assert plan["stop_offsets"] == '{"0": 90, "1": 40}'
     assert plan["checkpoint"] == "/data/checkpoints/cdc_backfill/manual__2026-01-01T00_00_00_00_00"
+    assert plan["consumer_group"] == f"{BASE.kafka_consumer_group}_backfill"
 
 
 @pytest.mark.parametrize("table", [f"neuronews.{bad}" for bad in INJECTIONS] + [42, ["a.b"]])
