@@ -46,8 +46,14 @@ def validate(
     max_staleness_s: int | None,
     max_new_dead_letters: int,
     batches: list[Mapping[str, Any]] | None = None,
+    waiting: int | None = None,
 ) -> Report:
-    """The seed's validation queries and more, as one verdict with reasons."""
+    """The seed's validation queries and more, as one verdict with reasons.
+
+    ``waiting``: records in Kafka the table does not hold yet (None: unknown). A table
+    whose newest change is older than ``max_staleness_s`` is a problem only while
+    records wait, or when that is unknown: a quiet source leaves a table old, not stale.
+    """
     problems: list[str] = []
     if stats.duplicate_keys:
         sample = ", ".join(f"{k} x{n}" for k, n in list(stats.duplicate_keys.items())[:5])
@@ -71,9 +77,11 @@ def validate(
     staleness_s = None
     if stats.newest_ts_ms is not None:
         staleness_s = max(0, (now_ms - stats.newest_ts_ms) // 1000)
-        if max_staleness_s is not None and staleness_s > max_staleness_s:
+        if max_staleness_s is not None and staleness_s > max_staleness_s and waiting != 0:
+            behind = "unknown" if waiting is None else f"{waiting}"
             problems.append(
-                f"newest change in the table is {staleness_s}s old (limit {max_staleness_s}s)"
+                f"newest change in the table is {staleness_s}s old (limit {max_staleness_s}s) "
+                f"while records wait in Kafka ({behind})"
             )
     totals: dict[str, int] = {}
     for batch in batches or []:
@@ -84,6 +92,7 @@ def validate(
         "dead_letters": stats.dead_letters,
         "new_dead_letters": new_letters,
         "staleness_s": staleness_s,
+        "waiting": waiting,
         **totals,
     }
     return Report(ok=not problems, problems=problems, facts=facts)

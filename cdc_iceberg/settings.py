@@ -78,6 +78,9 @@ class Settings:
     truncate_policy: TruncatePolicy = "dead-letter"
     sequence_order: str = "ts_ms"
     tombstone_retention_hours: int = 24 * 7
+    # validation fails when the table's newest change is older than this while records
+    # wait in Kafka (a quiet source is never stale); None: freshness is only reported
+    max_staleness_s: int | None = None
     # the drain compacts the tombstone table once a batch leaves it with more data files
     # than this (each append writes a file per bucket it touches); 0: only maintenance does
     tombstone_compact_files: int = 256
@@ -309,6 +312,7 @@ _RENAMED = {
     "TRUNCATE_POLICY": "CDC_TRUNCATE_POLICY",
     "SEQUENCE_ORDER": "CDC_SEQUENCE",
     "TOMBSTONE_RETENTION_HOURS": "CDC_TOMBSTONE_RETENTION_HOURS",
+    "MAX_STALENESS_S": "CDC_MAX_STALENESS_S",
     "TOMBSTONE_COMPACT_FILES": "CDC_TOMBSTONE_COMPACT_FILES",
     "JARS_DIR": "CDC_JARS_DIR",
     "FAILPOINT": "CDC_FAILPOINT",
@@ -330,7 +334,7 @@ _INT_FIELDS = {
 
 
 def _convert(field: str, env_name: str, raw: str) -> object:
-    if field == "max_offsets_per_trigger":
+    if field in ("max_offsets_per_trigger", "max_staleness_s"):
         if raw.lower() in ("none", "unlimited", "0"):
             return None
         return _int(env_name, raw)

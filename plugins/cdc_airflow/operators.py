@@ -391,7 +391,9 @@ class CdcValidateOperator(BaseOperator):
 
     The seed's queries (no duplicate ``article_id``) and more: no null keys,
     dead-letter growth in this run, incompatible schema changes, freshness of
-    the newest change, and the batch metrics of the drain.
+    the newest change, and the batch metrics of the drain. Freshness fails the
+    task when the newest change is older than ``max_staleness_s`` (default
+    ``CDC_MAX_STALENESS_S``) while records wait in Kafka.
     """
 
     template_fields: Sequence[str] = ("table", "max_staleness_s", "max_new_dead_letters")
@@ -414,7 +416,7 @@ class CdcValidateOperator(BaseOperator):
         self.kafka_conn_id = kafka_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from cdc_iceberg import table_state
+        from cdc_iceberg import kafka_offsets, table_state
         from cdc_iceberg.checks import validate
 
         settings = settings_for_table(CdcKafkaHook(self.kafka_conn_id), self.table)
@@ -431,14 +433,23 @@ class CdcValidateOperator(BaseOperator):
             )
         stats = table_state.table_stats(settings, since_ms)
         staleness = (
-            None if self.max_staleness_s in (None, "", "None") else int(self.max_staleness_s)
+            settings.max_staleness_s
+            if self.max_staleness_s in (None, "", "None")
+            else int(self.max_staleness_s)
         )
+        waiting = None
+        try:
+            end = kafka_offsets.end_offsets(settings)
+            waiting = sum(kafka_offsets.lag(end, table_state.committed_offsets(settings)).values())
+        except Exception as error:  # freshness then fails safe: records may be waiting
+            self.log.warning("Kafka cannot be read for the records waiting: %s", error)
         report = validate(
             stats,
             now_ms=int(time.time() * 1000),
             max_staleness_s=staleness,
             max_new_dead_letters=int(self.max_new_dead_letters),
             batches=drain.get("batches") or [],
+            waiting=waiting,
         )
         self.log.info("%s", report.message())
         metrics.emit_gauges(

@@ -44,7 +44,20 @@ def test_each_problem_is_named() -> None:
     assert "null article_id" in text
     assert "4 records were dead-lettered" in text
     assert "incompatible schema change" in text
-    assert "old (limit 60s)" in text
+    assert "old (limit 60s) while records wait in Kafka (unknown)" in text
+
+
+def test_an_old_table_is_stale_only_while_records_wait() -> None:
+    old = dict(now_ms=10_000_000, max_staleness_s=60, max_new_dead_letters=0)
+    quiet = validate(_stats(), **old, waiting=0)  # type: ignore[arg-type]
+    assert quiet.ok and quiet.facts["staleness_s"] == 9000
+    behind = validate(_stats(), **old, waiting=12)  # type: ignore[arg-type]
+    assert not behind.ok
+    assert behind.problems == [
+        "newest change in the table is 9000s old (limit 60s) while records wait in Kafka (12)"
+    ]
+    fresh = validate(_stats(), **{**old, "now_ms": 1_030_000}, waiting=12)  # type: ignore[arg-type]
+    assert fresh.ok and fresh.facts["waiting"] == 12
 
 
 def test_lag_against_threshold() -> None:
