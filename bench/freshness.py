@@ -899,6 +899,12 @@ def run(plan: Plan, keep_scratch: bool) -> dict[str, Any]:
                 checkpoint_location=str(work / "checkpoints" / "default"),
                 # Postgres sources order changes by WAL position, as the compose stack does
                 sequence_order="lsn",
+                # one driver stays up for every drain run of the sweep, where a scheduled
+                # run is a spark-submit of its own: it keeps the state of earlier runs (the
+                # Kafka source's consumers, cached blocks) while three tables drain at once;
+                # the full sweep ran out of a 1 GiB heap, and at 3 GiB its old generation
+                # settled at 1 to 1.5 GiB
+                spark_driver_memory=os.environ.get("SPARK_DRIVER_MEMORY") or "3g",
             )
             started_stack = round(time.monotonic() - began, 1)
             with _spark(settings) as spark:
@@ -1002,11 +1008,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan, keep = parse_plan(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    # one driver stays up for every drain run of the sweep, where a scheduled run is a
-    # spark-submit of its own: it keeps the state of earlier runs (the Kafka source's
-    # consumers, cached blocks) while three tables drain at once; the full sweep ran out
-    # of a 1 GiB heap, and at 3 GiB its old generation settled at 1 to 1.5 GiB
-    os.environ.setdefault("SPARK_DRIVER_MEMORY", "3g")
     signal.signal(signal.SIGTERM, _on_sigterm)
     body = run(plan, keep)
     print(summary(body))

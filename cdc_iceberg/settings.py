@@ -89,6 +89,8 @@ class Settings:
     # "" for the driver's own (a local master, or workers with the same Python)
     spark_executor_python: str = ""
     spark_shuffle_partitions: int = 4
+    # the driver's heap (spark.driver.memory): a drain's plans and the tables' metadata
+    spark_driver_memory: str = "1g"
     jars_dir: str = str(PROJECT_ROOT / "build" / "jars" / "spark")
     # class-data archive of a local driver's JVM: auto, off or a path (cdc_iceberg.class_archive)
     spark_class_archive: str = "auto"

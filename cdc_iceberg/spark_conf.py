@@ -79,7 +79,7 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.codegen.cache.maxEntries": "1000",
         "spark.ui.retainedJobs": "100",
         "spark.ui.retainedStages": "100",
-        "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "1g"),
+        "spark.driver.memory": settings.spark_driver_memory,
         "spark.pyspark.python": sys.executable,
         # Kafka's sasl.jaas.config holds the password: redact it (and any password,
         # secret or token) wherever Spark prints properties, options or plans.

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cdc_iceberg.settings import Settings, SettingsError, check_identifier, jdbc_url
-from cdc_iceberg.spark_conf import kafka_source_options
+from cdc_iceberg.spark_conf import kafka_source_options, spark_conf
 
 
 def test_defaults_are_the_design_documents() -> None:
@@ -26,6 +26,8 @@ def test_environment_overrides_and_types() -> None:
             "CDC_EVENT_FORMAT": "flattened",
             "ICEBERG_BUCKETS": "8",
             "KAFKA_MIN_PARTITIONS": "12",
+            "CDC_MAX_STALENESS_S": "300",
+            "SPARK_DRIVER_MEMORY": "3g",
         }
     )
     assert settings.kafka_topic == "db.public.things"
@@ -35,6 +37,10 @@ def test_environment_overrides_and_types() -> None:
     assert settings.event_format == "flattened"
     assert settings.iceberg_buckets == 8
     assert settings.kafka_min_partitions == 12
+    assert settings.max_staleness_s == 300
+    assert Settings.from_env({}).max_staleness_s is None
+    assert spark_conf(settings)["spark.driver.memory"] == "3g"
+    assert spark_conf(Settings.from_env({}))["spark.driver.memory"] == "1g"
     assert (
         Settings.from_env({"MAX_OFFSETS_PER_TRIGGER": "unlimited"}).max_offsets_per_trigger is None
     )
