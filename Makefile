@@ -172,12 +172,15 @@ bench-freshness: setup
 bench-cluster: setup
 	$(PY) bench/cluster.py --quick
 
+# ruff, and mypy over the product's code (cdc_iceberg, jobs, plugins: pyproject.toml)
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -m "not faults" $(PYTEST_ARGS)
 
 test-faults: setup

@@ -300,7 +300,7 @@ class ArticleSource(SimulatedTable):
     def delete(self, key: str, same_ms: bool = False) -> _Change:
         self._tick(same_ms)
         self.rows.pop(key)
-        before = {c: None for c in COLUMNS}
+        before: dict[str, Any] = {c: None for c in COLUMNS}
         before["article_id"] = key
         change = _Change("d", key, before, None, self._clock_ms, self._next_lsn(), self._tx)
         self._emitted.append(change)
@@ -314,7 +314,7 @@ class ArticleSource(SimulatedTable):
         new = self._new_key()
         row = dict(row, article_id=new)
         self.rows[new] = row
-        before = {c: None for c in COLUMNS}
+        before: dict[str, Any] = {c: None for c in COLUMNS}
         before["article_id"] = old
         gone = _Change("d", old, before, None, self._clock_ms, lsn, self._tx)
         born = _Change("c", new, None, dict(row), self._clock_ms, lsn, self._tx)

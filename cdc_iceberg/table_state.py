@@ -157,7 +157,7 @@ def dead_letters(settings: Settings, since_ms: int | None = None) -> list[dict[s
 
 def dead_letters_in(table: Any) -> list[dict[str, Any]]:
     """:func:`dead_letters` of a dead-letter table already loaded, all of them."""
-    fields = ("kafka_partition", "kafka_offset", "reason", "dead_lettered_at")
+    fields: tuple[str, ...] = ("kafka_partition", "kafka_offset", "reason", "dead_lettered_at")
     if "replay_outcome" in {f.name for f in table.schema().fields}:  # older tables lack it
         fields = (*fields, "replay_outcome")
     return list(table.scan(selected_fields=fields).to_arrow().to_pylist())

@@ -594,7 +594,7 @@ class BatchWriter:
                 valid.select(*self.key).createOrReplaceTempView("cdc_batch_keys")
                 after = F.expr(f"struct({', '.join(_sequence_sql(truncate_seq, order))})")
                 valid = valid.where(transforms.sequence(order=order) > after)
-            stored = None
+            stored: list[DataFrame] = []  # read only when a key change needs it
             if key_change_toast or scan.moved:
                 stored = transforms.stored_versions(
                     self.spark.table(tables.live),
@@ -806,7 +806,7 @@ class BatchWriter:
         )
         newest, broker_time = pending.agg(
             F.max(F.unix_millis("_kafka_timestamp")), F.max("_log_append_time")
-        ).first()
+        ).first() or (None, None)
         if newest is None:
             return None
         settings = self.settings
@@ -854,7 +854,7 @@ class BatchWriter:
         plain = collapsed.where(F.col("cdc_op") == "d").select(*same, "cdc_op")
         # an INSERT matches struct fields by position: the image as the table orders its
         # fields (a column added later comes after the sequence)
-        stored = self.spark.table(self.tables.tombstones).schema[IMAGE].dataType
+        stored: Any = self.spark.table(self.tables.tombstones).schema[IMAGE].dataType
         image = F.struct(*[F.col(f"{IMAGE}.`{f}`").alias(f) for f in stored.fieldNames()])
         images = images.withColumn(IMAGE, image)
         # both descend from the batch's changes: named apart, or Spark cannot tell them apart

@@ -72,11 +72,12 @@ def resolve_starting_offsets(
         explicit = kafka_offsets.from_spark_json(default, settings.kafka_topic)
         fallback = -2
     else:
-        fallback = {"earliest": -2, "latest": -1}.get(default.strip().lower())
-        if fallback is None:
+        named = {"earliest": -2, "latest": -1}.get(default.strip().lower())
+        if named is None:
             raise ValueError(
                 f"STARTING_OFFSETS={default!r}: expected earliest, latest or Spark offsets JSON"
             )
+        fallback = named
     offsets = {p: table_offsets.get(p, explicit.get(p, fallback)) for p in partitions}
     return kafka_offsets.to_spark_json(settings.kafka_topic, offsets)
 
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = Settings.from_env()
-    known = (*_KNOWN_FAILURES, SequenceOrderMismatch)
+    known: tuple[type[Exception], ...] = (*_KNOWN_FAILURES, SequenceOrderMismatch)
     if args.tables:
         if args.stop_offsets or args.starting_offsets:
             parser.error("--stop-offsets and --starting-offsets are for one table, not --tables")

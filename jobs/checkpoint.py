@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cdc_iceberg import kafka_offsets
 from cdc_iceberg.checkpoint_log import checkpoint_problem, is_local, local_path
+from jobs import session
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -52,7 +53,7 @@ def _read_text(spark: SparkSession, location: str) -> str | None:
     if is_local(location):
         path = local_path(location)
         return path.read_text() if path.exists() else None
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm = session.jvm(spark)
     hpath = jvm.org.apache.hadoop.fs.Path(location)
     fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
     if not fs.exists(hpath):
@@ -168,7 +169,7 @@ def set_aside_uncommitted_remote_batch(spark: SparkSession, location: str) -> li
     """
     if is_local(location):
         return set_aside_uncommitted_batch(location)
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm = session.jvm(spark)
     path = jvm.org.apache.hadoop.fs.Path
     root = path(location.rstrip("/"))
     fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]

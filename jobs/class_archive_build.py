@@ -94,7 +94,7 @@ def _run_and_dump(settings: Settings, target: Path) -> None:
         spark.stop()
     # the JVM exits when its stdin closes, and writes the archive on the way out
     process = getattr(gateway, "proc", None)
-    if process is not None:
+    if gateway is not None and process is not None:
         gateway.shutdown()
         if process.stdin:
             process.stdin.close()

@@ -44,6 +44,7 @@ from cdc_iceberg.table_model import (
     parse_key,
     row_schema_of,
 )
+from jobs import session
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -518,9 +519,9 @@ class IcebergTables:
         self._check_sequence_order()
         for table in (self.live, self.tombstones):
             self._keep_write_mode(table, mode)
-        for table in (self.live, self.tombstones, self.history):
-            if table is not None:
-                self._keep_partitioning(table)
+        for written in (self.live, self.tombstones, self.history):
+            if written is not None:
+                self._keep_partitioning(written)
 
     def _add_replay_columns(self) -> None:
         """A dead-letter table made before replays existed gains their columns (metadata only)."""
@@ -601,7 +602,7 @@ class IcebergTables:
             have or "none",
             wanted or "none",
         )
-        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
+        jvm = session.jvm(self.spark)
         update = java.updateSpec()
         for field in spec.fields():
             if str(field.transform()) != "void":
@@ -741,7 +742,7 @@ class IcebergTables:
 
     def java_table(self, table: str | None = None) -> Any:
         """The Iceberg ``Table`` behind a Spark table name, refreshed (cheap metadata access)."""
-        jvm = self.spark.sparkContext._jvm  # type: ignore[attr-defined]
+        jvm = session.jvm(self.spark)
         loaded = jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
             self.spark._jsparkSession,  # type: ignore[attr-defined]
             table or self.live,

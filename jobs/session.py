@@ -7,13 +7,21 @@ drain, maintenance, the benchmarks and the tests all run the same Spark.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cdc_iceberg.settings import Settings
 from cdc_iceberg.spark_conf import spark_conf, spark_jars
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+
+def jvm(spark: SparkSession) -> Any:
+    """The driver's py4j view of the JVM (a classic session has one; Spark Connect none)."""
+    view = spark.sparkContext._jvm
+    if view is None:
+        raise RuntimeError("this Spark session has no JVM gateway (Spark Connect?)")
+    return view
 
 
 def build_session(

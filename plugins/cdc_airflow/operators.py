@@ -186,7 +186,7 @@ class CdcDrainOperator(_SparkJobOperator):
         "checkpoint_location",
         "starting_offsets",
         "stop_offsets",
-        "dry_run",
+        "dry_run_arg",
     )
 
     def __init__(
@@ -212,7 +212,8 @@ class CdcDrainOperator(_SparkJobOperator):
         self.checkpoint_location = checkpoint_location
         self.starting_offsets = starting_offsets
         self.stop_offsets = stop_offsets
-        self.dry_run = dry_run
+        # not self.dry_run: that name is BaseOperator's method
+        self.dry_run_arg = dry_run
         self.skip_when_idle = skip_when_idle
         # (table settings, committed to it) of the last execute, for OpenLineage
         self.lineage_tables: list[tuple[Settings, bool]] = []
@@ -237,14 +238,14 @@ class CdcDrainOperator(_SparkJobOperator):
             )
         )
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> dict[str, Any]:  # type: ignore[override]  # the XCom
         if self.tables:
             return self._execute_tables(context)
         from cdc_iceberg import kafka_offsets, table_state
 
         settings = self.job_settings()
         started_ms = int(time.time() * 1000)
-        dry_run = flag(self.dry_run, "dry_run", default=False)
+        dry_run = flag(self.dry_run_arg, "dry_run", default=False)
         if self.skip_when_idle and not self.starting_offsets:
             end = kafka_offsets.end_offsets(settings)
             recorded = table_state.committed_offsets(settings)
@@ -296,7 +297,7 @@ class CdcDrainOperator(_SparkJobOperator):
         hook = CdcKafkaHook(self.kafka_conn_id)
         base = hook.settings()
         started_ms = int(time.time() * 1000)
-        dry_run = flag(self.dry_run, "dry_run", default=False)
+        dry_run = flag(self.dry_run_arg, "dry_run", default=False)
         try:
             config = pipelines.load(base.pipelines_file)
             resolved = config.resolve(kafka_offsets.topics(base) if config.topics else ())
@@ -483,7 +484,7 @@ class CdcResetOperator(BaseOperator):
     name, and ``dry_run`` only reports what would change.
     """
 
-    template_fields: Sequence[str] = ("scope", "confirm", "reset_to", "table", "dry_run")
+    template_fields: Sequence[str] = ("scope", "confirm", "reset_to", "table", "dry_run_arg")
 
     def __init__(
         self,
@@ -501,7 +502,8 @@ class CdcResetOperator(BaseOperator):
         self.confirm = confirm
         self.reset_to = reset_to
         self.table = table
-        self.dry_run = dry_run
+        # not self.dry_run: that name is BaseOperator's method
+        self.dry_run_arg = dry_run
         self.kafka_conn_id = kafka_conn_id
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -509,7 +511,7 @@ class CdcResetOperator(BaseOperator):
 
         settings = settings_for_table(CdcKafkaHook(self.kafka_conn_id), self.table)
         # a reset changes state: anything but a clear "false" keeps it a dry run
-        dry_run = flag(self.dry_run, "dry_run", default=True)
+        dry_run = flag(self.dry_run_arg, "dry_run", default=True)
         try:
             plan = reset.plan_reset(
                 settings, str(self.scope), str(self.confirm), str(self.reset_to)
@@ -540,7 +542,7 @@ class CdcDlqReplayOperator(_SparkJobOperator):
         super().__init__(**kwargs)
         self.form = form
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> dict[str, Any]:  # type: ignore[override]  # the XCom
         import tempfile
 
         from cdc_airflow.replay_form import ReplayFormError, replay_args
