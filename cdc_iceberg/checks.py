@@ -23,6 +23,8 @@ class TableStats:
     dead_letters: int
     new_dead_letters: int
     new_incompatible_schema: int = 0
+    # when the pipeline's newest batch was committed to the table (None: never)
+    last_commit_ms: int | None = None
     # the table's key columns, for the messages
     key: tuple[str, ...] = ("article_id",)
 
@@ -87,12 +89,16 @@ def validate(
     for batch in batches or []:
         for key in ("events_in", "dead_lettered", "inserted", "updated", "deleted", "stale"):
             totals[key] = totals.get(key, 0) + int(batch.get(key, 0) or 0)
+    last_commit_age_s = None
+    if stats.last_commit_ms is not None:
+        last_commit_age_s = max(0, (now_ms - stats.last_commit_ms) // 1000)
     facts: dict[str, Any] = {
         "rows": stats.rows,
         "dead_letters": stats.dead_letters,
         "new_dead_letters": new_letters,
         "staleness_s": staleness_s,
         "waiting": waiting,
+        "last_commit_age_s": last_commit_age_s,
         **totals,
     }
     return Report(ok=not problems, problems=problems, facts=facts)

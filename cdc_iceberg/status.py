@@ -269,17 +269,6 @@ def _newest_change_ms(table: Any) -> int | None:
     return None if newest is None else int(newest)
 
 
-def _last_batch(table: Any, settings: Settings) -> dict[str, Any] | None:
-    for snapshot in table_state.ancestry(table):
-        summary = table_state.snapshot_summary(snapshot)
-        if table_state.is_progress(summary, settings):
-            batch = table_state.batch_metrics(snapshot, summary)
-            batch.update(committed_at_ms=snapshot.timestamp_ms)
-            batch.pop("pipeline_id", None)
-            return batch
-    return None
-
-
 def table_status(
     settings: Settings,
     source: str = "",
@@ -298,7 +287,7 @@ def table_status(
             status.table_offsets = table_state.offsets_in(live, settings)
             status.rows = _live_rows(live)
             status.snapshots = len(live.snapshots())
-            status.last_batch = _last_batch(live, settings)
+            status.last_batch = table_state.last_batch(live, settings)
             newest = [_newest_change_ms(live)]
             if catalog.table_exists(settings.tombstone_table):
                 tombstones = catalog.load_table(settings.tombstone_table)

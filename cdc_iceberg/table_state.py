@@ -128,6 +128,18 @@ def batch_metrics(snapshot: Any, summary: dict[str, str]) -> dict[str, Any]:
     return metrics
 
 
+def last_batch(table: Any, settings: Settings) -> dict[str, Any] | None:
+    """The pipeline's newest batch on a loaded table: its metrics and ``committed_at_ms``."""
+    for snapshot in ancestry(table):
+        summary = snapshot_summary(snapshot)
+        if is_progress(summary, settings):
+            batch = batch_metrics(snapshot, summary)
+            batch.update(committed_at_ms=snapshot.timestamp_ms)
+            batch.pop("pipeline_id", None)
+            return batch
+    return None
+
+
 def batches_since(settings: Settings, snapshot_id: int | None) -> list[dict[str, Any]]:
     """Batch metrics of the pipeline's commits made after ``snapshot_id``, oldest first."""
     if not table_exists(settings):
@@ -181,7 +193,8 @@ def table_key(settings: Settings, table: Any | None = None) -> tuple[str, ...]:
 
 
 def table_stats(settings: Settings, since_ms: int) -> TableStats:
-    """Row count, duplicate and null keys, newest change time, dead letters (new since a time)."""
+    """Row count, duplicate and null keys, newest change time, dead letters (new since a
+    time), when the newest batch was committed."""
     import pyarrow.compute as pc
 
     table = catalog(settings).load_table(settings.iceberg_table)
@@ -208,6 +221,7 @@ def table_stats(settings: Settings, since_ms: int) -> TableStats:
             1 for r in new if (r["reason"] or "").startswith("incompatible schema change")
         ),
         key=key,
+        last_commit_ms=(last_batch(table, settings) or {}).get("committed_at_ms"),
     )
 
 

@@ -12,9 +12,12 @@ the tag ``table``:
                                                     ``updated``, ``deleted``, ``stale``,
                                                     ``dead_lettered``)
 ``cdc_iceberg.<table>.batch_duration``     timer    wall time of each batch
+``cdc_iceberg.<table>.events_per_s``       gauge    the drain's events over its batches' time
 ``cdc_iceberg.<table>.lag``                gauge    records behind (the lag sensor)
 ``cdc_iceberg.<table>.rows``               gauge    live rows (the validation task)
 ``cdc_iceberg.<table>.staleness_s``        gauge    age of the newest change (validation)
+``cdc_iceberg.<table>.last_commit_age_s``  gauge    age of the newest batch's commit, the
+                                                    table's progress record (validation)
 ``cdc_iceberg.<table>.dead_letters``       gauge    rows in the dead-letter table
 =========================================  =======  ==================================
 
@@ -43,6 +46,14 @@ def drain_figures(batches: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     for name in COUNTERS:
         figures[name] = sum(int(b.get(name, 0) or 0) for b in batches)
     return figures
+
+
+def events_per_s(batches: Sequence[Mapping[str, Any]]) -> float | None:
+    """The drain's processing rate: change events over the batches' summed wall time."""
+    seconds = sum(float(b.get("duration_s", 0) or 0) for b in batches)
+    if seconds <= 0:
+        return None
+    return round(sum(int(b.get("events_in", 0) or 0) for b in batches) / seconds, 1)
 
 
 def _stats() -> Any:
@@ -75,6 +86,9 @@ def emit_drain(iceberg_table: str, batches: Sequence[Mapping[str, Any]]) -> None
             datetime.timedelta(seconds=seconds),
             tags=tags,
         )
+    rate = events_per_s(batches)
+    if rate is not None:
+        stats.gauge(stat_name(iceberg_table, "events_per_s"), rate, tags=tags)
 
 
 def emit_gauges(iceberg_table: str, values: Mapping[str, float | int | None]) -> None:

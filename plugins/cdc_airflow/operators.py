@@ -458,6 +458,7 @@ class CdcValidateOperator(BaseOperator):
             {
                 "rows": stats.rows,
                 "staleness_s": report.facts["staleness_s"],
+                "last_commit_age_s": report.facts["last_commit_age_s"],
                 "dead_letters": stats.dead_letters,
             },
         )

@@ -307,6 +307,10 @@ def test_scheduled_run_drains_every_table_and_validates_each(
         assert len(statsd.values(f"{name}.batch_duration", "ms")) == len(committed)
         assert statsd.values(f"{name}.rows", "g") == [len(rows)]
         assert statsd.values(f"{name}.lag", "g")[-1] == 0
+        (rate,) = statsd.values(f"{name}.events_per_s", "g")
+        assert rate > 0
+        (age,) = statsd.values(f"{name}.last_commit_age_s", "g")
+        assert 0 <= age < 600, "the drain committed during this run"
 
     # the backfill form takes the table from the file: its own topic is re-read
     before = snapshots(settings)

@@ -27,6 +27,14 @@ def test_clean_table_passes_with_facts() -> None:
     )
     assert report.ok
     assert report.facts["staleness_s"] == 60
+    assert report.facts["last_commit_age_s"] is None  # no batch committed yet
+    committed = validate(
+        _stats(last_commit_ms=1_055_000),
+        now_ms=1_060_000,
+        max_staleness_s=None,
+        max_new_dead_letters=0,
+    )
+    assert committed.facts["last_commit_age_s"] == 5
     assert report.facts["events_in"] == 6
     assert report.facts["deleted"] == 1
 

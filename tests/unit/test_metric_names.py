@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdc_airflow.metrics import drain_figures, stat_name
+from cdc_airflow.metrics import drain_figures, events_per_s, stat_name
 
 
 def test_names_carry_the_table() -> None:
@@ -24,3 +24,10 @@ def test_a_drain_adds_up_its_batches() -> None:
         "dead_lettered": 2,
     }
     assert drain_figures([])["batches"] == 0
+
+
+def test_the_processing_rate_is_events_over_the_batches_time() -> None:
+    batches = [{"events_in": 300, "duration_s": 2.0}, {"events_in": 100, "duration_s": 3.0}]
+    assert events_per_s(batches) == 80.0
+    assert events_per_s([{"events_in": 5, "duration_s": 0}]) is None  # no time measured
+    assert events_per_s([]) is None
