@@ -74,6 +74,25 @@ def _changes_and_keys(records: list[Record], offsets: dict[str, list[int]]) -> t
     return len(keys), len(set(keys))
 
 
+def test_the_session_runs_with_the_design_documents_spark_settings(spark: Any) -> None:
+    # the original design's session: adaptive execution with partition coalescing, Kryo,
+    # and a checkpoint Spark never deletes when the query stops
+    assert {
+        key: spark.conf.get(key)
+        for key in (
+            "spark.sql.adaptive.enabled",
+            "spark.sql.adaptive.coalescePartitions.enabled",
+            "spark.sql.streaming.checkpointLocation.deleteCheckpointOnShutdown",
+        )
+    } == {
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.adaptive.coalescePartitions.enabled": "true",
+        "spark.sql.streaming.checkpointLocation.deleteCheckpointOnShutdown": "false",
+    }
+    serializer = spark.sparkContext.getConf().get("spark.serializer")
+    assert serializer == "org.apache.spark.serializer.KryoSerializer"
+
+
 def test_rerun_with_nothing_new_changes_nothing(spark: Any, pipeline: Settings) -> None:
     records = send(pipeline, ArticleSource(seed=3).random_history(300, 60, snapshot_rows=20))
     drain(spark, pipeline)
