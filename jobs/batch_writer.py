@@ -242,6 +242,7 @@ class BatchWriter:
         # where this run starts reading partitions the table has no offsets for
         self.initial_offsets: dict[int, int] = {}
         self.history: list[BatchMetrics] = []
+        self._batch_started = time.monotonic()
         # batch id whose end offsets await Spark's checkpoint commit
         self.unconfirmed: int | None = None
         self.group_offsets: dict[int, int] = {}
@@ -266,7 +267,7 @@ class BatchWriter:
         STEPS = _Steps(batch.sparkSession.sparkContext)
         # Spark plans batch N only after committing batch N-1 to its checkpoint
         self.confirm_checkpointed()
-        started = time.monotonic()
+        started = self._batch_started = time.monotonic()
         metrics = BatchMetrics(self.settings.pipeline_id, batch_id)
         # temp views and snapshot properties live in the batch's own session
         self.spark = self.tables.spark = batch.sparkSession
@@ -867,7 +868,9 @@ class BatchWriter:
         )
 
     def _pre_metrics(self, metrics: BatchMetrics) -> dict[str, Any]:
+        """What the commit's summary records of the batch; its time is up to the commit."""
         return {
+            "duration_s": round(time.monotonic() - self._batch_started, 3),
             "events_in": metrics.events_in,
             "kafka_tombstones": metrics.kafka_tombstones,
             "already_committed": metrics.already_committed,
