@@ -440,8 +440,14 @@ class CdcValidateOperator(BaseOperator):
         )
         waiting = None
         try:
-            end = kafka_offsets.end_offsets(settings)
-            waiting = sum(kafka_offsets.lag(end, table_state.committed_offsets(settings)).values())
+            # as the status counts it: a partition the table never committed from its
+            # first retained record
+            lag = kafka_offsets.lag_with_floor(
+                kafka_offsets.end_offsets(settings),
+                table_state.committed_offsets(settings),
+                kafka_offsets.beginning_offsets(settings),
+            )
+            waiting = sum(lag.values())
         except Exception as error:  # freshness then fails safe: records may be waiting
             self.log.warning("Kafka cannot be read for the records waiting: %s", error)
         report = validate(
